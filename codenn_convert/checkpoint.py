@@ -1,0 +1,205 @@
+"""Checkpoint files: safe reading, atomic writing, format detection by extension.
+
+* torch layout: ``.pt`` / ``.pth`` (``torch.load(weights_only=True)``) and ``.safetensors``
+  (read with safetensors' numpy API, no torch needed).
+* Keras layout: ``.weights.h5`` (Keras 3 ``save_weights``). Read with h5py directly; the
+  values are identical to ``model.load_weights`` and no Keras object is deserialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from codenn_convert.errors import CheckpointError, OutputError, UsageError
+
+Format = Literal["pt", "safetensors", "keras"]
+Layout = Literal["torch", "keras"]
+
+#: h5 root attribute where we keep torch-only BatchNorm counters (Keras ignores it).
+TRACKED_ATTR = "codenn_num_batches_tracked"
+
+
+def checkpoint_format(path: str | os.PathLike[str]) -> Format:
+    """Detect the file format from the extension."""
+    name = Path(path).name.lower()
+    if name.endswith((".pt", ".pth")):
+        return "pt"
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    if name.endswith(".h5"):
+        return "keras"
+    raise UsageError(
+        f"cannot tell the format of {path}: use .pt, .pth or .safetensors (torch layout) "
+        f"or .weights.h5 (Keras)"
+    )
+
+
+def layout_of(path: str | os.PathLike[str]) -> Layout:
+    """``"torch"`` or ``"keras"``: which twin's weight layout a file holds."""
+    return "keras" if checkpoint_format(path) == "keras" else "torch"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    A failure leaves any existing file at ``path`` untouched and removes the temporary file.
+    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``).
+    """
+    dst = Path(path)
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
+    if dst.is_dir():
+        raise OutputError(f"cannot write {dst}: it is a directory")
+    suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp" + suffix, dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
+    """Accept a bare state_dict or the common ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__})")
+    return obj
+
+
+def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely."""
+    path = Path(path)
+    _require_file(path)
+    fmt = checkpoint_format(path)
+    if fmt == "keras":
+        raise UsageError(f"{path} is a Keras file, not a torch checkpoint")
+    if fmt == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects that weights-only loading forbids "
+            f"(a pickle that could run code). {first[:160]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {msg[:160]}") from None
+    state = _unwrap(obj, path)
+    out: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.dtype == torch.bfloat16:
+            raise CheckpointError(f"{path}: {key} is bfloat16; convert it to float32 first")
+        out[key] = value.detach().cpu().numpy()
+    return out
+
+
+def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
+    """Write a torch-layout checkpoint atomically (.pt/.pth via torch.save, or .safetensors)."""
+    path = Path(path)
+    fmt = checkpoint_format(path)
+    if fmt == "keras":
+        raise UsageError(f"{path} is a Keras file name; torch layouts are .pt/.pth/.safetensors")
+    with atomic_output(path) as tmp:
+        if fmt == "safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp))
+        else:
+            import torch
+
+            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
+    return path
+
+
+def read_keras_weights(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
+    """Read a Keras 3 ``.weights.h5`` into ``{layer name: [variables]}`` plus BN counters.
+
+    Keras 3 stores each layer under ``layers/<object path>/vars`` with the layer's name in the
+    ``name`` attribute and its variables as datasets ``0``, ``1``, ... in creation order.
+    """
+    import h5py
+
+    path = Path(path)
+    _require_file(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise CheckpointError(f"{path} is not a readable HDF5 file: {exc}") from None
+    weights: dict[str, list[np.ndarray]] = {}
+    try:
+        with f:
+            if "layers" not in f:
+                raise CheckpointError(
+                    f"{path} is not a Keras 3 .weights.h5 file (no 'layers' group)"
+                )
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
+                    layer = str(obj.attrs.get("name", name.split("/")[-2]))
+                    weights[layer] = [obj[str(i)][()] for i in range(len(obj))]
+
+            f["layers"].visititems(visit)
+            tracked = json.loads(f.attrs.get(TRACKED_ATTR, "{}"))
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated: {exc}") from None
+    return weights, {k: int(v) for k, v in tracked.items()}
+
+
+def save_keras_model_weights(
+    model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None
+) -> Path:
+    """``model.save_weights`` atomically; BN counters go into a root attribute."""
+    import h5py
+
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise UsageError(f"Keras weights must be saved as .weights.h5, got {path.name}")
+    with atomic_output(path) as tmp:
+        tmp.unlink()  # Keras refuses to overwrite silently in some versions
+        model.save_weights(str(tmp))
+        if tracked:
+            with h5py.File(tmp, "a") as f:
+                f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+    return path

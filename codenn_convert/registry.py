@@ -1,0 +1,117 @@
+"""Model registry: one entry per model name, holding both twin builders and their metadata.
+
+Builders are referenced as ``"module:function"`` strings and imported on demand, so that
+listing models (``codenn list``) never imports torch or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from codenn_convert.errors import UsageError
+
+Framework = Literal["torch", "keras"]
+FRAMEWORKS: tuple[Framework, ...] = ("torch", "keras")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the CLI, tests and reports need to know about one model.
+
+    ``torch_builder`` / ``keras_builder`` are ``"module:function"`` references. The Keras
+    builder takes ``input_size=(H, W)`` because Keras models are built for a fixed spatial size.
+    ``init_hook`` optionally names a ``(torch_model, generator) -> None`` function that adjusts
+    the generic realistic initialisation (e.g. small gamma on residual branches).
+    """
+
+    name: str
+    family: str
+    torch_builder: str
+    keras_builder: str
+    input_size: tuple[int, int]
+    min_input_size: tuple[int, int]
+    num_params: int
+    default: bool = False
+    rtol: float = 1e-5
+    builder_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    init_hook: str | None = None
+
+    def builder(self, framework: Framework) -> Callable[..., Any]:
+        """Import and return the builder function for ``framework``."""
+        if framework not in FRAMEWORKS:
+            raise UsageError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
+        return _resolve(self.torch_builder if framework == "torch" else self.keras_builder)
+
+    def check_input_size(self, input_size: tuple[int, int]) -> None:
+        """Refuse inputs the network cannot process, before anything is built."""
+        h, w = input_size
+        mh, mw = self.min_input_size
+        if h < mh or w < mw:
+            raise UsageError(
+                f"input size {h}x{w} is too small for {self.name}: the minimum is {mh}x{mw}"
+            )
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_LOADED = False
+
+
+def _resolve(ref: str) -> Callable[..., Any]:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry. Registering a name twice is a programming error."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    # Importing the ``models`` package runs each family's registrations (light modules only).
+    global _LOADED
+    if not _LOADED:
+        importlib.import_module("models")
+        _LOADED = True
+
+
+def list_models(*, default_only: bool = False) -> list[str]:
+    """Registered model names, in registration order."""
+    _ensure_loaded()
+    return [n for n, s in _REGISTRY.items() if s.default or not default_only]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for ``name``; a clear error naming the known models otherwise."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(_REGISTRY)
+        raise UsageError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def get_model(
+    name: str,
+    framework: Framework,
+    *,
+    input_size: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Build the ``framework`` twin of ``name`` (random, untrained weights).
+
+    ``input_size`` only matters for Keras, whose models are built for a fixed spatial size.
+    """
+    spec = get_spec(name)
+    options = {**spec.builder_kwargs, **kwargs}
+    if framework == "keras":
+        size = tuple(input_size or spec.input_size)
+        spec.check_input_size(size)  # type: ignore[arg-type]
+        return spec.builder("keras")(input_size=size, **options)
+    return spec.builder("torch")(**options)

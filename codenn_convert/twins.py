@@ -1,0 +1,71 @@
+"""Build the torch and Keras twins of a model from one torch-layout state.
+
+The torch-layout numpy state (key -> array) is the canonical in-memory form; everything else
+is derived from it by :mod:`codenn_convert.mapper`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from codenn_convert import checkpoint, mapper
+from codenn_convert.registry import get_model, get_spec
+
+TorchState = dict[str, np.ndarray]
+
+
+def keras_plan(model: Any) -> list[mapper.LayerPlan]:
+    """The layer plan of a built Keras twin."""
+    return mapper.plan_keras_model(model)
+
+
+def load_state(
+    name: str, path: str | os.PathLike[str], *, keras_model: Any | None = None
+) -> TorchState:
+    """Read a checkpoint of either layout into a checked torch-layout state.
+
+    ``keras_model`` (a built Keras twin) supplies the layer plan; one is built if missing.
+    """
+    kmodel = keras_model if keras_model is not None else get_model(name, "keras")
+    plan = keras_plan(kmodel)
+    if checkpoint.layout_of(path) == "keras":
+        weights, tracked = checkpoint.read_keras_weights(path)
+        return mapper.keras_to_torch(weights, plan, name, tracked)
+    state = checkpoint.load_torch_state(path)
+    mapper.check_torch_state(state, plan, name)
+    return state
+
+
+def torch_twin(name: str, state: TorchState, **kwargs: Any) -> Any:
+    """The torch twin in eval mode with ``state`` loaded (``strict=True``)."""
+    import torch
+
+    model = get_model(name, "torch", **kwargs)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    own = model.state_dict()
+    for key in own.keys() - tensors.keys():
+        if key.endswith(".num_batches_tracked"):  # old checkpoints lack it; torch allows that
+            tensors[key] = torch.zeros((), dtype=torch.int64)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+def keras_twin(
+    name: str, state: TorchState, *, input_size: tuple[int, int] | None = None, **kwargs: Any
+) -> Any:
+    """The Keras twin, built for ``input_size``, with ``state`` mapped in."""
+    model = get_model(name, "keras", input_size=input_size, **kwargs)
+    weights, _ = mapper.torch_to_keras(state, keras_plan(model), name)
+    mapper.set_keras_weights(model, weights)
+    return model
+
+
+def default_input_size(name: str, input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """``input_size`` checked against the model's minimum, or the model's default."""
+    spec = get_spec(name)
+    size = tuple(input_size) if input_size else spec.input_size
+    spec.check_input_size(size)  # type: ignore[arg-type]
+    return size  # type: ignore[return-value]

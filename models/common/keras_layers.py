@@ -1,0 +1,147 @@
+"""Keras layers and helpers that reproduce PyTorch semantics exactly (NHWC).
+
+TensorFlow's ``'same'`` padding is asymmetric at stride 2 (it pads (0, 1) where torch pads
+(1, 1)), so every helper here pads explicitly and then uses ``'valid'``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv2d(
+    x: Any,
+    filters: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    name: str,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    use_bias: bool = True,
+) -> Any:
+    """``nn.Conv2d`` with torch's symmetric padding: ``ZeroPadding2D`` then a ``'valid'`` conv."""
+    pad = _pair(padding)
+    if pad != (0, 0):
+        x = layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
+    return layers.Conv2D(
+        filters, _pair(kernel_size), strides=_pair(stride), padding="valid",
+        use_bias=use_bias, name=name,
+    )(x)
+
+
+def batch_norm(x: Any, *, name: str, eps: float = 1e-5) -> Any:
+    """``nn.BatchNorm2d``: eps set explicitly (Keras defaults to 1e-3, torch to 1e-5).
+
+    Keras momentum is the weight of the *old* statistic, torch's that of the new one, so
+    torch's 0.1 is Keras's 0.9. It only matters in training, but we keep the meaning.
+    """
+    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.9, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class ConstantPadding2D(layers.Layer):
+    """Pad H and W symmetrically with a constant (``-inf`` for max-pooling, like torch)."""
+
+    def __init__(self, padding: int | tuple[int, int], value: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = _pair(padding)
+        self.value = float(value)
+
+    def call(self, x: Any) -> Any:
+        ph, pw = self.padding
+        return ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=self.value)
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        n, h, w, c = shape
+        ph, pw = self.padding
+        return (n, None if h is None else h + 2 * ph, None if w is None else w + 2 * pw, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "value": self.value}
+
+
+def max_pool(
+    x: Any,
+    pool_size: int | tuple[int, int],
+    *,
+    name: str,
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> Any:
+    """``nn.MaxPool2d`` (``ceil_mode=False``). Torch pads max-pools with -inf, and so do we:
+    zero padding would only be equivalent on non-negative inputs."""
+    pad = _pair(padding)
+    if pad != (0, 0):
+        x = ConstantPadding2D(pad, float("-inf"), name=f"{name}.pad")(x)
+    return layers.MaxPooling2D(
+        _pair(pool_size), strides=_pair(stride or pool_size), padding="valid", name=name
+    )(x)
+
+
+def avg_pool(
+    x: Any,
+    pool_size: int | tuple[int, int],
+    *,
+    name: str,
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> Any:
+    """``nn.AvgPool2d`` with torch's default ``count_include_pad=True``: zero padding followed
+    by a ``'valid'`` pool divides by the full window at the borders, as torch does."""
+    pad = _pair(padding)
+    if pad != (0, 0):
+        x = layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
+    return layers.AveragePooling2D(
+        _pair(pool_size), strides=_pair(stride or pool_size), padding="valid", name=name
+    )(x)
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's AdaptiveAvgPool bins: start = floor(i*size/out), end = ceil((i+1)*size/out)."""
+    return [(math.floor(i * size / out), math.ceil((i + 1) * size / out)) for i in range(out)]
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class AdaptiveAvgPool2D(layers.Layer):
+    """``nn.AdaptiveAvgPool2d`` with torch's exact bins, for a statically known input size.
+
+    When the input already has the output size (AlexNet and VGG at 224) it is the identity;
+    when the size divides evenly it is a plain average pool; otherwise each output cell is the
+    mean of its own (possibly overlapping) torch bin.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_size = _pair(output_size)
+
+    def call(self, x: Any) -> Any:
+        h, w = int(x.shape[1]), int(x.shape[2])
+        oh, ow = self.output_size
+        if (h, w) == (oh, ow):
+            return x
+        if h % oh == 0 and w % ow == 0:
+            k = (h // oh, w // ow)
+            return ops.average_pool(x, k, strides=k, padding="valid")
+        rows = [
+            ops.concatenate(
+                [ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2), keepdims=True)
+                 for c0, c1 in adaptive_bins(w, ow)],
+                axis=2,
+            )
+            for r0, r1 in adaptive_bins(h, oh)
+        ]
+        return ops.concatenate(rows, axis=1)
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (shape[0], *self.output_size, shape[3])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": self.output_size}
