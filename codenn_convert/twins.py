@@ -69,3 +69,18 @@ def default_input_size(name: str, input_size: tuple[int, int] | None) -> tuple[i
     size = tuple(input_size) if input_size else spec.input_size
     spec.check_input_size(size)  # type: ignore[arg-type]
     return size  # type: ignore[return-value]
+
+
+def inference_view(model: Any) -> Any:
+    """The logits-only view of a Keras twin.
+
+    A Keras functional model cannot change its outputs with ``training``, so a twin with
+    training-only heads (InceptionV3's aux logits) lists ``[logits, aux...]`` as outputs; the
+    layers stay in the full model, so the mapper still covers their weights. Inference,
+    export and verification use this view, which shares the same layers and weights.
+    """
+    if len(model.outputs) == 1:
+        return model
+    import keras
+
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
