@@ -151,13 +151,60 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
     return path
 
 
+def _h5_str_list(group: Any, name: str) -> list[str]:
+    """A list-of-strings attribute as Keras 2 wrote it: whole, or split into ``name0``,
+    ``name1``, ... when it exceeded HDF5's 64 KiB object-header limit; bytes or str items."""
+    if name in group.attrs:
+        chunks = [group.attrs[name]]
+    else:
+        chunks, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            chunks.append(group.attrs[f"{name}{i}"])
+            i += 1
+    return [
+        item.decode("utf8") if isinstance(item, bytes) else str(item)
+        for chunk in chunks
+        for item in np.atleast_1d(chunk)
+        if isinstance(item, bytes | str)  # an empty list is stored as a float64 array
+    ]
+
+
+def _read_keras3_layers(f: Any) -> dict[str, list[np.ndarray]]:
+    """Keras 3 ``.weights.h5``: ``layers/<object path>/vars`` with the layer's name in the
+    ``name`` attribute and its variables as datasets ``0``, ``1``, ... in creation order."""
+    import h5py
+
+    weights: dict[str, list[np.ndarray]] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
+            layer = str(obj.attrs.get("name", name.split("/")[-2]))
+            weights[layer] = [obj[str(i)][()] for i in range(len(obj))]
+
+    f["layers"].visititems(visit)
+    return weights
+
+
+def _read_legacy_layers(f: Any) -> dict[str, list[np.ndarray]]:
+    """Keras 2 HDF5 weights (``save_weights`` to ``.h5``, and the keras.applications
+    downloads): root attribute ``layer_names``; group ``<layer>`` with attribute
+    ``weight_names``; each variable at ``<layer>/<weight name>``, in that order."""
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer in _h5_str_list(f, "layer_names"):
+        names = _h5_str_list(f[layer], "weight_names")
+        if names:  # weightless layers (input, pooling, flatten) list no weights
+            weights[layer] = [f[layer][n][()] for n in names]
+    return weights
+
+
 def read_keras_weights(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
-    """Read a Keras 3 ``.weights.h5`` into ``{layer name: [variables]}`` plus BN counters.
+    """Read Keras weights into ``{layer name: [variables]}`` plus BN counters.
 
-    Keras 3 stores each layer under ``layers/<object path>/vars`` with the layer's name in the
-    ``name`` attribute and its variables as datasets ``0``, ``1``, ... in creation order.
+    The layout is detected by content: Keras 3 ``.weights.h5`` (a ``layers`` group) or the
+    Keras 2 HDF5 layout (a ``layer_names`` attribute, at the root or, in a whole-model
+    ``.h5``, under ``model_weights``). Variables come back in Keras's order either way.
     """
     import h5py
 
@@ -167,20 +214,19 @@ def read_keras_weights(
         f = h5py.File(path, "r")
     except OSError as exc:
         raise CheckpointError(f"{path} is not a readable HDF5 file: {exc}") from None
-    weights: dict[str, list[np.ndarray]] = {}
     try:
         with f:
-            if "layers" not in f:
+            if "layers" in f:
+                weights = _read_keras3_layers(f)
+            elif "layer_names" in f.attrs:
+                weights = _read_legacy_layers(f)
+            elif "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+                weights = _read_legacy_layers(f["model_weights"])
+            else:
                 raise CheckpointError(
-                    f"{path} is not a Keras 3 .weights.h5 file (no 'layers' group)"
+                    f"{path} holds no Keras weights (neither a Keras 3 'layers' group nor a "
+                    f"Keras 2 'layer_names' attribute)"
                 )
-
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
-                    layer = str(obj.attrs.get("name", name.split("/")[-2]))
-                    weights[layer] = [obj[str(i)][()] for i in range(len(obj))]
-
-            f["layers"].visititems(visit)
             tracked = json.loads(f.attrs.get(TRACKED_ATTR, "{}"))
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is damaged or truncated: {exc}") from None
