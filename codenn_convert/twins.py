@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from codenn_convert import checkpoint, mapper
-from codenn_convert.registry import get_model, get_spec
+from codenn_convert.registry import _resolve, get_model, get_spec
 
 TorchState = dict[str, np.ndarray]
 
@@ -28,11 +28,17 @@ def load_state(
     """Read a checkpoint of either layout into a checked torch-layout state.
 
     ``keras_model`` (a built Keras twin) supplies the layer plan; one is built if missing.
+    A Keras file whose layer names are not the twin's goes through the spec's
+    ``keras_filter`` (e.g. keras.applications names) when it has one and it recognises them.
     """
     kmodel = keras_model if keras_model is not None else get_model(name, "keras")
     plan = keras_plan(kmodel)
     if checkpoint.layout_of(path) == "keras":
         weights, tracked = checkpoint.read_keras_weights(path)
+        spec = get_spec(name)
+        if spec.keras_filter and weights.keys() != {p.name for p in plan}:
+            filtered = _resolve(spec.keras_filter)(weights)
+            weights = weights if filtered is None else filtered
         return mapper.keras_to_torch(weights, plan, name, tracked)
     state = checkpoint.load_torch_state(path)
     mapper.check_torch_state(state, plan, name)
