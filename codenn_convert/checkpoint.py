@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +48,19 @@ def layout_of(path: str | os.PathLike[str]) -> Layout:
     return "keras" if checkpoint_format(path) == "keras" else "torch"
 
 
+def ensure_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail early, before any work, if ``path`` cannot be created or replaced."""
+    dst = Path(path)
+    parent = dst.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
+    if dst.is_dir():
+        raise OutputError(f"cannot write {dst}: it is a directory")
+    return dst
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
@@ -56,14 +68,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     A failure leaves any existing file at ``path`` untouched and removes the temporary file.
     The temporary name keeps the full suffix (Keras insists on ``.weights.h5``).
     """
-    dst = Path(path)
-    parent = dst.parent if str(dst.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
-    if dst.is_dir():
-        raise OutputError(f"cannot write {dst}: it is a directory")
+    dst = ensure_writable(path)
+    parent = dst.parent
     suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp" + suffix, dir=parent)
     os.close(fd)
@@ -119,7 +125,7 @@ def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             f"refused to load {path}: it holds objects that weights-only loading forbids "
             f"(a pickle that could run code). {first[:160]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {msg[:160]}") from None
     state = _unwrap(obj, path)
@@ -143,7 +149,8 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
         if fmt == "safetensors":
             from safetensors.numpy import save_file
 
-            save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp))
+            # np.ascontiguousarray would turn 0-d counters into shape (1,).
+            save_file({k: np.array(v, order="C") for k, v in state.items()}, str(tmp))
         else:
             import torch
 

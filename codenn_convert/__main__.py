@@ -1,0 +1,5 @@
+"""``python -m codenn_convert``."""
+
+from codenn_convert.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""The ``codenn`` command line: a thin layer over the library.
+
+Exit codes: 0 ok, 1 parity failure, 2 usage or input error (one line on stderr; the
+traceback only with ``--debug``). torch and TensorFlow are imported inside the commands
+that need them, so ``codenn --help`` and ``codenn list`` stay instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from codenn_convert.errors import CodennError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="codenn",
+    help="Exact CNN checkpoint conversion between PyTorch, Keras 3 and ONNX, with a "
+    "four-runtime parity verifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+_STATE = {"debug": False}
+
+InputSize = Annotated[
+    tuple[int, int] | None,
+    typer.Option("--input-size", metavar="H W", help="Spatial input size (default: model's)."),
+]
+
+
+def _quiet_frameworks() -> None:
+    # TF's C++ start-up chatter would bury our one-line messages.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def handled(fn: F) -> F:
+    """Turn library errors into one stderr line and exit 2 (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_frameworks()
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except CodennError as exc:
+            if _STATE["debug"]:
+                raise
+            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            if _STATE["debug"]:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err.print(f"error: {type(exc).__name__}: {msg} (run with --debug for the traceback)",
+                      highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+@app.command("list")
+@handled
+def list_cmd() -> None:
+    """List models, parameter counts and default input sizes."""
+    from codenn_convert.registry import get_spec, list_models
+
+    table = Table("model", "family", "parameters", "input", "default set")
+    for name in list_models():
+        s = get_spec(name)
+        table.add_row(name, s.family, f"{s.num_params:,}", f"{s.input_size[0]}x{s.input_size[1]}",
+                      "yes" if s.default else "")
+    out.print(table)
+
+
+@app.command()
+@handled
+def convert(
+    model: Annotated[str, typer.Argument(help="Model name (see `codenn list`).")],
+    src: Annotated[Path, typer.Argument(help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
+    dst: Annotated[Path, typer.Argument(help="Destination checkpoint; format from extension.")],
+) -> None:
+    """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
+    from codenn_convert.convert import convert_checkpoint
+
+    with err.status(f"converting {src} -> {dst}"):
+        res = convert_checkpoint(model, src, dst)
+    out.print(f"wrote {res.dst} ({res.dst_layout} layout, {res.tensors} tensors) "
+              f"in {res.seconds:.2f} s", highlight=False)
+
+
+@app.command()
+@handled
+def export(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx path.")],
+    framework: Annotated[str, typer.Option("--framework", help="torch or keras.")] = "torch",
+    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint, either layout.")
+                       ] = None,
+    input_size: InputSize = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 18,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
+    from codenn_convert.export import export_onnx
+
+    with err.status(f"exporting {model} ({framework}) to {output}"):
+        path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
+                           input_size=input_size, opset=opset, seed=seed)
+    out.print(f"wrote {path}", highlight=False)
+
+
+def _print_result(result: Any) -> None:
+    table = Table("pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status",
+                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}")
+    for p in result.pairs:
+        status = "[green]pass[/]" if p.passed else "[red]FAIL[/]"
+        if p.first_divergent_layer:
+            status += f" at {p.first_divergent_layer}"
+        table.add_row(f"{p.a} vs {p.b}", f"{p.max_abs:.2e}", f"{p.max_rel:.2e}",
+                      f"{p.cosine:.8f}", f"{p.top1:.2f}", f"{p.top5:.2f}", status)
+    out.print(table)
+    if result.error:
+        err.print(f"{result.model}: {result.error}", markup=False)
+
+
+@app.command()
+@handled
+def verify(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint, either layout.")
+                       ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")] = 0,
+    input_size: InputSize = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")
+                         ] = None,
+    keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
+                                                   "this directory.")] = None,
+) -> None:
+    """Run one seeded batch through torch, keras, onnx-torch and onnx-keras; compare all pairs."""
+    from codenn_convert import report as rep
+    from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.verify import verify as run_verify
+
+    if json_path is not None:
+        ensure_writable(json_path)
+    with err.status(f"verifying {model}") as status:
+        result = run_verify(model, weights=weights, batch=batch, seed=seed,
+                            input_size=input_size, work_dir=keep_onnx,
+                            progress=lambda msg: status.update(msg))
+    _print_result(result)
+    if json_path is not None:
+        rep.write_json(rep.build_report([result]), json_path)
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command()
+@handled
+def report(
+    models: Annotated[list[str] | None, typer.Argument(help="Models (default: the default set)."
+                                                       )] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every registered variant.")] = False,
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path(
+        "reports"),
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
+) -> None:
+    """Verify a set of models and write the parity reports (the main job)."""
+    from rich.progress import Progress
+
+    from codenn_convert import report as rep
+    from codenn_convert.registry import get_spec, list_models
+    from codenn_convert.verify import ModelResult
+    from codenn_convert.verify import verify as run_verify
+
+    if models and all_models:
+        raise CodennError("give model names or --all, not both")
+    names = list_models() if all_models else (models or list_models(default_only=True))
+    for name in names:
+        get_spec(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[ModelResult] = []
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("parity", total=len(names))
+        for name in names:
+            def say(msg: str) -> None:
+                progress.update(task, description=msg)  # noqa: B023 - used inside the loop
+
+            try:
+                results.append(run_verify(name, batch=batch, seed=seed, progress=say))
+            except CodennError:
+                raise
+            except Exception as exc:  # one broken model must not hide the others' results
+                spec = get_spec(name)
+                results.append(ModelResult(model=name, input_shape=[batch, 3, *spec.input_size],
+                                           seed=seed, rtol=spec.rtol,
+                                           error=f"{type(exc).__name__}: {exc}"[:300]))
+            _print_result(results[-1])
+            progress.advance(task)
+    data = rep.build_report(results)
+    for path in rep.write_reports(data, out_dir):
+        out.print(f"wrote {path}", highlight=False)
+    raise typer.Exit(0 if rep.report_passed(data) else 1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="codenn")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""ONNX export of both twins with one interface.
+
+Both files take ``input`` (float32, NCHW ``[N, 3, H, W]``, dynamic ``N``) and give ``logits``
+(``[N, classes]``), so they are drop-in replacements for each other.
+
+* torch: ``torch.onnx.export(..., dynamo=True)`` (needs onnxscript).
+* Keras: tf2onnx through :mod:`codenn_convert.onnx_keras`, which converts a weight-free graph
+  and binds the weights afterwards, so memory follows the graph rather than the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from codenn_convert.checkpoint import atomic_output
+from codenn_convert.errors import UsageError
+from codenn_convert.registry import Framework
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_torch_onnx(
+    model: Any, path: str | os.PathLike[str], *, input_size: tuple[int, int],
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export a torch twin (eval mode) with the dynamo exporter and a dynamic batch."""
+    import onnx
+    import torch
+
+    model = model.eval()
+    # Batch 2 in the example: torch.export specialises a dimension traced with size 1.
+    example = torch.zeros(2, 3, *input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=opset, verbose=False,
+        )
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        program.save(str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return path
+
+
+def export_keras_model(
+    model: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Export a Keras twin through tf2onnx (low-memory path)."""
+    from codenn_convert.onnx_keras import export_keras_onnx
+
+    return export_keras_onnx(model, path, opset=opset)
+
+
+def export_onnx(
+    model: str,
+    framework: Framework,
+    output: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+) -> Path:
+    """Export the ``framework`` twin of ``model`` to ``output``.
+
+    ``weights`` may be a torch- or Keras-layout checkpoint; without it the seeded realistic
+    random weights are used.
+    """
+    from codenn_convert import twins
+    from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.init import realistic_state
+
+    size = twins.default_input_size(model, input_size)
+    if framework not in ("torch", "keras"):
+        raise UsageError(f"unknown framework {framework!r}; use torch or keras")
+    if not str(output).endswith(".onnx"):
+        raise UsageError(f"output must be an .onnx file, got {output}")
+    ensure_writable(output)
+    keras_model = twins.get_model(model, "keras", input_size=size) if (
+        framework == "keras" or weights is not None) else None
+    state = (
+        twins.load_state(model, weights, keras_model=keras_model)
+        if weights is not None else realistic_state(model, seed)
+    )
+    if framework == "torch":
+        return export_torch_onnx(
+            twins.torch_twin(model, state), output, input_size=size, opset=opset
+        )
+    from codenn_convert import mapper
+
+    kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), model)
+    mapper.set_keras_weights(keras_model, kw)
+    return export_keras_model(keras_model, output, opset=opset)

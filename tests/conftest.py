@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests use small inputs; full-size parity is marked ``parity``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m codenn_convert ARGS`` in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "codenn_convert", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture(scope="session")
+def alexnet_state() -> dict[str, np.ndarray]:
+    from codenn_convert.init import realistic_state
+
+    return realistic_state("alexnet", seed=0)
+
+
+def max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a-b| / max|a|, the project's float32 parity measure."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))

@@ -1,0 +1,65 @@
+"""The registry, and every registered model's metadata against its twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codenn_convert import mapper
+from codenn_convert.errors import UsageError
+from codenn_convert.registry import ModelSpec, get_model, get_spec, list_models, register_model
+
+MODELS = list_models()
+
+
+def test_default_set_is_registered() -> None:
+    assert "alexnet" in list_models(default_only=True)
+    assert set(list_models(default_only=True)) <= set(MODELS)
+
+
+def test_duplicate_registration_is_an_error() -> None:
+    spec = get_spec("alexnet")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(spec)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(ModelSpec(**{**spec.__dict__}))
+
+
+def test_unknown_model_names_the_known_ones() -> None:
+    with pytest.raises(UsageError, match=r"unknown model 'alexnett'.*alexnet"):
+        get_spec("alexnett")
+
+
+def test_too_small_input_is_refused_before_building() -> None:
+    spec = get_spec("alexnet")
+    h, w = spec.min_input_size
+    with pytest.raises(UsageError, match=f"minimum is {h}x{w}"):
+        get_model("alexnet", "keras", input_size=(h - 1, w))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twins_agree_on_keys_shapes_and_parameter_count(name: str) -> None:
+    """The torch twin's state_dict is exactly what the Keras twin's layer plan implies,
+    and the parameter count matches the spec (torchvision's number)."""
+    spec = get_spec(name)
+    tmodel = get_model(name, "torch")
+    assert sum(p.numel() for p in tmodel.parameters()) == spec.num_params
+    kmodel = get_model(name, "keras")
+    expected = mapper.expected_torch_state(mapper.plan_keras_model(kmodel))
+    actual = {k: tuple(v.shape) for k, v in tmodel.state_dict().items()}
+    assert actual == expected
+    assert int(sum(np.prod(v.shape) for v in kmodel.trainable_weights)) == spec.num_params
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_min_input_size_is_tight(name: str) -> None:
+    """The torch twin runs at the minimum size and fails one pixel below it."""
+    import torch
+
+    spec = get_spec(name)
+    model = get_model(name, "torch").eval().to("meta")  # shapes only, no memory
+    h, w = spec.min_input_size
+    with torch.no_grad():
+        model(torch.zeros(1, 3, h, w, device="meta"))
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(1, 3, h - 1, w - 1, device="meta"))
