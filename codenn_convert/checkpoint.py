@@ -158,6 +158,10 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
     return path
 
 
+def _has_str_list(group: Any, name: str) -> bool:
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
 def _h5_str_list(group: Any, name: str) -> list[str]:
     """A list-of-strings attribute as Keras 2 wrote it: whole, or split into ``name0``,
     ``name1``, ... when it exceeded HDF5's 64 KiB object-header limit; bytes or str items."""
@@ -225,9 +229,9 @@ def read_keras_weights(
         with f:
             if "layers" in f:
                 weights = _read_keras3_layers(f)
-            elif "layer_names" in f.attrs:
+            elif _has_str_list(f, "layer_names"):
                 weights = _read_legacy_layers(f)
-            elif "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+            elif "model_weights" in f and _has_str_list(f["model_weights"], "layer_names"):
                 weights = _read_legacy_layers(f["model_weights"])
             else:
                 raise CheckpointError(
