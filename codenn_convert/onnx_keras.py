@@ -1,0 +1,308 @@
+"""Keras -> ONNX export (through tf2onnx) whose memory follows the graph, not the weights.
+
+``tf2onnx.convert.from_keras`` freezes every variable into a constant and then runs grappler
+and its own optimizer passes over graphs holding those constants; each pass deep-copies and
+re-serialises them, so the export needs ~50x the weights (VGG-19 does not fit in 24 GB).
+
+Here tf2onnx never sees the big tensors:
+
+1. ``model.stateless_call`` is traced in a ``tf.function`` that takes every *kernel*
+   (rank >= 2, or large) as an input. Vectors (biases, BatchNorm statistics) are embedded as
+   constants: they are tiny, and tf2onnx needs them constant to fold the BatchNorm arithmetic
+   and to push its NHWC<->NCHW layout transposes through it.
+2. tf2onnx converts that weight-free graph (``from_function``).
+3. The kernels are bound as initializers in place of those graph inputs, by name; pure layout
+   ops applied to them (the HWIO->OIHW ``Transpose`` in front of every Conv) are folded with
+   numpy. Layout ops move bits without arithmetic, so folding them changes no value.
+4. The file is written by streaming the kernels straight from TensorFlow's buffers into the
+   protobuf encoding: no ``TensorProto`` copy and no serialised copy of the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codenn_convert.checkpoint import atomic_output
+from codenn_convert.errors import OutputError, UsageError
+
+#: ONNX names of the exported input and output (the torch export uses the same ones).
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+#: Symbolic batch dimension of both.
+BATCH_DIM = "N"
+#: Variables at least this large are fed as graph inputs even when they are vectors.
+FEED_MIN_BYTES = 1 << 20
+#: protobuf cannot parse a message of 2 GiB or more; larger models need external data.
+PROTOBUF_LIMIT = (1 << 31) - 1
+
+# ONNX protobuf field numbers (onnx.proto), for the streaming writer.
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_RAW_DATA = 9
+
+
+def export_keras_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
+    """Export the logits of a built Keras twin to one ONNX file, atomically.
+
+    The file takes ``input`` as float32 NCHW ``[N, 3, H, W]`` (dynamic batch) and returns
+    ``logits`` ``[N, num_classes]``; the NCHW->NHWC transpose happens inside the graph.
+    """
+    from codenn_convert.twins import inference_view
+
+    view = inference_view(model)
+    onnx_model, weights = _convert_weight_free(view, opset)
+    tensors = _bind_and_fold(onnx_model, weights)
+    del weights
+    check_structure(onnx_model, tensors)
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        write_onnx(tmp, onnx_model, tensors)
+    return path
+
+
+def check_structure(model: Any, tensors: Sequence[tuple[str, np.ndarray]]) -> None:
+    """``onnx.checker`` (with strict shape inference) on everything but the tensors' bytes.
+
+    The streamed initializers are declared as typed, shaped graph inputs of a small copy of
+    the model, so the check costs nothing like the weights; checking the written file instead
+    would parse all of it (+2x its size in memory for VGG-19, and seconds).
+    """
+    import onnx
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.input.extend(
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for name, a in tensors
+    )
+    onnx.checker.check_model(probe, full_check=True)
+
+
+def _is_fed(shape: Sequence[int], nbytes: int) -> bool:
+    """Whether a variable becomes a graph input (True) or a constant seen by tf2onnx."""
+    return len(shape) >= 2 or nbytes >= FEED_MIN_BYTES
+
+
+def _variable_array(variable: Any) -> np.ndarray:
+    """A read-only numpy view of a Keras variable's TensorFlow buffer (no copy)."""
+    import tensorflow as tf
+
+    # ``np.asarray`` on an eager tensor shares its buffer; ``.numpy()`` would copy it.
+    return np.asarray(tf.convert_to_tensor(variable.value))
+
+
+def _convert_weight_free(view: Any, opset: int) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
+    """tf2onnx-convert ``view`` with its kernels as graph inputs.
+
+    Returns the ModelProto and ``{graph input name: (variable path, array)}`` for the kernels.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    if len(view.inputs) != 1:
+        raise UsageError(f"ONNX export needs a single-input model; {view.name} has "
+                         f"{len(view.inputs)}")
+    shape = tuple(view.inputs[0].shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise UsageError(f"ONNX export needs an NHWC input of static H, W, C; {view.name} takes "
+                         f"{shape}")
+    _, h, w, c = (int(d) if d is not None else None for d in shape)
+
+    # stateless_call takes the values in exactly this order; the index names each input.
+    variables = [*view.trainable_variables, *view.non_trainable_variables]
+    n_trainable = len(view.trainable_variables)
+    arrays = [_variable_array(v) for v in variables]
+    fed = [i for i, a in enumerate(arrays) if _is_fed(a.shape, a.nbytes)]
+    fed_set = set(fed)
+    dtype = view.inputs[0].dtype
+
+    def forward(x: Any, kernels: list[Any]) -> dict[str, Any]:
+        it = iter(kernels)
+        values = [next(it) if i in fed_set else tf.constant(a) for i, a in enumerate(arrays)]
+        nhwc = tf.transpose(x, [0, 2, 3, 1])
+        y, _ = view.stateless_call(
+            values[:n_trainable], values[n_trainable:], nhwc, training=False
+        )
+        return {OUTPUT_NAME: y}  # a dict output makes tf2onnx name the ONNX output after it
+
+    signature = (
+        tf.TensorSpec((None, c, h, w), dtype, name=INPUT_NAME),
+        [tf.TensorSpec(arrays[i].shape, arrays[i].dtype, name=f"w{i}") for i in fed],
+    )
+    function = tf.function(forward, autograph=False)
+    onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=signature,
+                                                  opset=opset)
+    del function  # drops the traced TF graphs
+    weights = {f"w{i}": (variables[i].path, arrays[i]) for i in fed}
+    return onnx_model, weights
+
+
+def _fold_transpose(node: Any, x: np.ndarray) -> np.ndarray:
+    perm = _attr(node, "perm")
+    return np.transpose(x, perm if perm is not None else None)
+
+
+def _fold_reshape(node: Any, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    target = [int(s) for s in shape]
+    if not _attr(node, "allowzero"):  # ONNX: 0 copies the input's dimension
+        target = [x.shape[k] if s == 0 else s for k, s in enumerate(target)]
+    return x.reshape(target)
+
+
+def _fold_squeeze(node: Any, x: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
+    return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
+
+
+def _fold_unsqueeze(node: Any, x: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    return np.expand_dims(x, tuple(int(a) for a in axes))
+
+
+#: Pure layout ops folded on initializers: they only move bits, so folding is exact.
+_LAYOUT_FOLDS: dict[str, Callable[..., np.ndarray]] = {
+    "Transpose": _fold_transpose,
+    "Reshape": _fold_reshape,
+    "Squeeze": _fold_squeeze,
+    "Unsqueeze": _fold_unsqueeze,
+    "Identity": lambda node, x: x,
+}
+
+
+def _attr(node: Any, name: str) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return None
+
+
+def _bind_and_fold(
+    model: Any, weights: dict[str, tuple[str, np.ndarray]]
+) -> list[tuple[str, np.ndarray]]:
+    """Turn the kernel inputs of ``model`` into initializers and fold layout ops on them.
+
+    Edits ``model`` in place (inputs, nodes, small initializers, names) and returns the big
+    initializers that the writer streams, named after their Keras variable paths.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    big: dict[str, np.ndarray] = {name: a for name, (_, a) in weights.items()}
+    # ``origin`` tracks which fed kernel each big tensor derives from, to name it after it.
+    origin = {name: name for name in big}
+    kept = []
+    for node in graph.node:
+        fold = _LAYOUT_FOLDS.get(node.op_type)
+        args = [n for n in node.input if n]
+        if fold is None or not args or not all(n in big or n in small for n in args):
+            kept.append(node)
+            continue
+        value = fold(node, *(big[n] if n in big else small[n] for n in args))
+        big[node.output[0]] = np.require(value, requirements="C")
+        if args[0] in origin:
+            origin[node.output[0]] = origin[args[0]]
+    del graph.node[:]
+    graph.node.extend(kept)  # copies the messages: edit graph.node from here on
+    del kept
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+
+    # Each kernel that ends up in the file once takes its Keras variable path as its name
+    # (unless another tensor already uses that name).
+    taken = {n for node in graph.node for n in node.output} | set(small) | set(big)
+    finals: dict[str, list[str]] = {}
+    for name in big:
+        if name in used and name in origin:
+            finals.setdefault(origin[name], []).append(name)
+    renames = {}
+    for feed, names in finals.items():
+        var_path = weights[feed][0]
+        if len(names) == 1 and var_path not in taken:
+            renames[names[0]] = var_path
+            taken.add(var_path)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renames:
+                node.input[k] = renames[name]
+
+    inputs = [i for i in graph.input if i.name not in weights]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    smalls = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(smalls)
+    _name_batch_dim(graph)
+    return [(renames.get(name, name), a) for name, a in big.items() if name in used]
+
+
+def _name_batch_dim(graph: Any) -> None:
+    """Give the input's and output's batch dimension one symbolic name."""
+    for value in (*graph.input, *graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = BATCH_DIM
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_header(field: int, length: int) -> bytes:
+    """Tag and length of a length-delimited protobuf field."""
+    return _varint(field << 3 | 2) + _varint(length)
+
+
+def write_onnx(
+    path: str | os.PathLike[str], model: Any, tensors: Iterable[tuple[str, np.ndarray]]
+) -> None:
+    """Write ``model`` plus ``tensors`` as raw-data initializers, without copying the arrays.
+
+    The graph and the model are serialised without those initializers; each initializer is
+    then encoded by hand as a TensorProto header followed by the array's own buffer. Parsers
+    read fields in any order, so the file is a regular ModelProto (``onnx.load`` reads it
+    exactly as if ``numpy_helper.from_array`` had built the initializers).
+    """
+    from onnx import TensorProto, helper
+
+    encoded: list[tuple[bytes, np.ndarray]] = []
+    for name, array in tensors:
+        # ONNX raw data is little-endian; np.require copies only when it must.
+        little = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
+        header = TensorProto(
+            name=name, dims=little.shape,
+            data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
+        ).SerializeToString()
+        tensor = header + _field_header(_TENSOR_RAW_DATA, little.nbytes)
+        encoded.append((_field_header(_GRAPH_INITIALIZER, len(tensor) + little.nbytes) + tensor,
+                        little))
+    graph = model.graph.SerializeToString()
+    graph_len = len(graph) + sum(len(h) + a.nbytes for h, a in encoded)
+    rest = type(model)()
+    rest.CopyFrom(model)
+    rest.ClearField("graph")
+    head = rest.SerializeToString() + _field_header(_MODEL_GRAPH, graph_len) + graph
+    total = len(head) - len(graph) + graph_len
+    if total > PROTOBUF_LIMIT:
+        raise OutputError(
+            f"cannot write {path}: the model needs {total / 2**30:.2f} GiB, "
+            f"over protobuf's 2 GiB limit for one ONNX file"
+        )
+    with open(path, "wb") as f:
+        f.write(head)
+        for header, array in encoded:
+            f.write(header)
+            f.write(memoryview(array.reshape(-1)).cast("B"))  # the buffer itself, no copy
