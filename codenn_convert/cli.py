@@ -159,6 +159,9 @@ def verify(
                          ] = None,
     keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
                                                    "this directory.")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Tolerance on max rel error "
+                                               "(default: the model's, 1e-5 for float32).")
+                    ] = None,
 ) -> None:
     """Run one seeded batch through torch, keras, onnx-torch and onnx-keras; compare all pairs."""
     from codenn_convert import report as rep
@@ -169,7 +172,7 @@ def verify(
         ensure_writable(json_path)
     with err.status(f"verifying {model}") as status:
         result = run_verify(model, weights=weights, batch=batch, seed=seed,
-                            input_size=input_size, work_dir=keep_onnx,
+                            input_size=input_size, work_dir=keep_onnx, rtol=rtol,
                             progress=lambda msg: status.update(msg))
     _print_result(result)
     if json_path is not None:

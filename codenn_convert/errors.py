@@ -28,6 +28,12 @@ def _preview(items: list[str], limit: int = 6) -> str:
 
 def key_mismatch(model: str, missing: list[str], unexpected: list[str]) -> CheckpointError:
     """Build the error for a checkpoint whose keys are not the model's."""
+    # Parameters say more about the architecture than BatchNorm buffers: show them first.
+    def _rank(keys: list[str]) -> list[str]:
+        buffers = ("num_batches_tracked", "running_mean", "running_var")
+        return sorted(keys, key=lambda k: k.rsplit(".", 1)[-1] in buffers)
+
+    missing, unexpected = _rank(missing), _rank(unexpected)
     parts = []
     if missing:
         parts.append(f"missing keys: {_preview(missing)}")

@@ -32,6 +32,10 @@ def export_torch_onnx(
     import onnx
     import torch
 
+    import logging
+
+    # The exporter logs a warning per missing torchvision op; we never use torchvision.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     model = model.eval()
     # Batch 2 in the example: torch.export specialises a dimension traced with size 1.
     example = torch.zeros(2, 3, *input_size)
