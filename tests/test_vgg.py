@@ -333,6 +333,9 @@ def keras_apps_vgg19(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     return {"keras3": keras3, "legacy": legacy, "x": x, "probs": probs}
 
 
+# Full-size (224x224 VGG-19, several 550 MB copies): selected with -m parity like the other
+# full-size checks, and left out of `make test-fast`.
+@pytest.mark.parity
 @pytest.mark.parametrize("layout", ["keras3", "legacy"])
 def test_keras_applications_vgg19_weights_load_by_content(
     keras_apps_vgg19: dict[str, Any], layout: str
