@@ -132,7 +132,8 @@ def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise CheckpointError(
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         if value.dtype == torch.bfloat16:
             raise CheckpointError(f"{path}: {key} is bfloat16; convert it to float32 first")
         out[key] = value.detach().cpu().numpy()

@@ -99,7 +99,8 @@ def list_cmd() -> None:
 @handled
 def convert(
     model: Annotated[str, typer.Argument(help="Model name (see `codenn list`).")],
-    src: Annotated[Path, typer.Argument(help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
+    src: Annotated[Path, typer.Argument(
+        help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
     dst: Annotated[Path, typer.Argument(help="Destination checkpoint; format from extension.")],
 ) -> None:
     """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""

@@ -29,10 +29,10 @@ def export_torch_onnx(
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Export a torch twin (eval mode) with the dynamo exporter and a dynamic batch."""
+    import logging
+
     import onnx
     import torch
-
-    import logging
 
     # The exporter logs a warning per missing torchvision op; we never use torchvision.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

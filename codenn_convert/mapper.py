@@ -200,7 +200,9 @@ def check_torch_state(state: Mapping[str, Any], plan: list[LayerPlan], model: st
             raise shape_mismatch(key, shape, tuple(np.shape(state[key])))
 
 
-def check_keras_weights(weights: Mapping[str, list[Any]], plan: list[LayerPlan], model: str) -> None:
+def check_keras_weights(
+    weights: Mapping[str, list[Any]], plan: list[LayerPlan], model: str
+) -> None:
     """Same check for Keras weights keyed by layer name (variables in Keras order)."""
     expected = {p.name: p.keras_shapes for p in plan}
     missing = [k for k in expected if k not in weights]
