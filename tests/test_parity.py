@@ -5,10 +5,16 @@ Select with ``pytest -m parity``; ``make test`` runs them too.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from codenn_convert.registry import get_spec, list_models
-from codenn_convert.verify import verify
+from codenn_convert.verify import seeded_batch, verify
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.parity
 
@@ -23,9 +29,23 @@ def test_default_model_passes_all_six_pairs_at_full_size(name: str) -> None:
     assert result.passed
 
 
-def test_resnet50_passes_at_an_odd_non_square_size() -> None:
-    """Padding bugs hide at 224x224 and show at odd, non-square sizes."""
-    result = verify("resnet50", batch=2, seed=1, input_size=(197, 251))
-    assert result.input_shape == [2, 3, 197, 251]
-    for pair in result.pairs:
-        assert pair.passed and pair.max_rel <= 1e-5, pair
+def test_resnet50_odd_non_square_size_through_the_cli(tmp_path: Path) -> None:
+    """Padding bugs hide at 224x224 and show at odd, non-square sizes: verify and export
+    both take ``--input-size``, and the exported graph computes what the verifier checked."""
+    js, kept = tmp_path / "r.json", tmp_path / "onnx"
+    proc = run_cli("verify", "resnet50", "--input-size", "197", "251", "--seed", "1",
+                   "--json", str(js), "--keep-onnx", str(kept))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (m,) = json.loads(js.read_text())["models"]
+    assert m["input_shape"] == [2, 3, 197, 251] and len(m["pairs"]) == 6
+    assert all(p["passed"] and p["max_rel"] <= 1e-5 for p in m["pairs"])
+
+    out = tmp_path / "r.keras.onnx"
+    proc = run_cli("export", "resnet50", "--framework", "keras", "--input-size", "197", "251",
+                   "--seed", "1", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    x = seeded_batch(3, (197, 251), seed=7)
+    exported = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    verified = ort.InferenceSession(str(kept / "resnet50.torch.onnx")).run(None, {"input": x})[0]
+    assert exported.shape == (3, 1000)
+    assert float(np.abs(exported - verified).max() / np.abs(verified).max()) <= 1e-5
