@@ -54,13 +54,13 @@ def export_keras_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = 
     """
     from codenn_convert.twins import inference_view
 
-    view = inference_view(model)
-    onnx_model, weights = _convert_weight_free(view, opset)
-    tensors = _bind_and_fold(onnx_model, weights)
-    del weights
-    check_structure(onnx_model, tensors)
     path = Path(path)
+    # Entered first so that an unwritable destination fails before any conversion work.
     with atomic_output(path) as tmp:
+        onnx_model, weights = _convert_weight_free(inference_view(model), opset)
+        tensors = _bind_and_fold(onnx_model, weights)
+        del weights
+        check_structure(onnx_model, tensors)
         write_onnx(tmp, onnx_model, tensors)
     return path
 
@@ -205,7 +205,7 @@ def _bind_and_fold(
             kept.append(node)
             continue
         value = fold(node, *(big[n] if n in big else small[n] for n in args))
-        big[node.output[0]] = np.require(value, requirements="C")
+        big[node.output[0]] = value  # often a view: the writer copies one tensor at a time
         if args[0] in origin:
             origin[node.output[0]] = origin[args[0]]
     del graph.node[:]
@@ -280,15 +280,13 @@ def write_onnx(
 
     encoded: list[tuple[bytes, np.ndarray]] = []
     for name, array in tensors:
-        # ONNX raw data is little-endian; np.require copies only when it must.
-        little = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
         header = TensorProto(
-            name=name, dims=little.shape,
+            name=name, dims=array.shape,
             data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
         ).SerializeToString()
-        tensor = header + _field_header(_TENSOR_RAW_DATA, little.nbytes)
-        encoded.append((_field_header(_GRAPH_INITIALIZER, len(tensor) + little.nbytes) + tensor,
-                        little))
+        tensor = header + _field_header(_TENSOR_RAW_DATA, array.nbytes)
+        encoded.append((_field_header(_GRAPH_INITIALIZER, len(tensor) + array.nbytes) + tensor,
+                        array))
     graph = model.graph.SerializeToString()
     graph_len = len(graph) + sum(len(h) + a.nbytes for h, a in encoded)
     rest = type(model)()
@@ -305,4 +303,8 @@ def write_onnx(
         f.write(head)
         for header, array in encoded:
             f.write(header)
-            f.write(memoryview(array.reshape(-1)).cast("B"))  # the buffer itself, no copy
+            # ONNX raw data is C-order little-endian. A contiguous array is written from its
+            # own buffer; a view (a folded transpose) is copied here, one tensor at a time.
+            data = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
+            f.write(memoryview(data.reshape(-1)).cast("B"))
+            del data

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from codenn_convert import onnx_keras
-from codenn_convert.errors import UsageError
+from codenn_convert.errors import OutputError, UsageError
 from codenn_convert.onnx_keras import export_keras_onnx, write_onnx
 from tests.conftest import max_rel
 
@@ -169,6 +169,20 @@ def test_failed_export_leaves_the_existing_file(
         export_keras_onnx(small_model, dst)
     assert dst.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
+
+
+def test_unwritable_destination_fails_before_converting(
+    small_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_conversion(*args: Any) -> None:
+        raise AssertionError("converted although the destination cannot be written")
+
+    monkeypatch.setattr(onnx_keras, "_convert_weight_free", no_conversion)
+    with pytest.raises(OutputError, match="does not exist"):
+        export_keras_onnx(small_model, tmp_path / "missing" / "model.onnx")
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(OutputError, match="is a directory"):
+        export_keras_onnx(small_model, tmp_path / "dir.onnx")
 
 
 def test_refused_model_leaves_the_existing_file(tmp_path: Path) -> None:
