@@ -2,8 +2,10 @@
 
 * torch layout: ``.pt`` / ``.pth`` (``torch.load(weights_only=True)``) and ``.safetensors``
   (read with safetensors' numpy API, no torch needed).
-* Keras layout: ``.weights.h5`` (Keras 3 ``save_weights``). Read with h5py directly; the
-  values are identical to ``model.load_weights`` and no Keras object is deserialised.
+* Keras layout: ``.weights.h5`` (Keras 3 ``save_weights``), and the Keras 2 HDF5 layout
+  (``layer_names`` / ``weight_names``, e.g. keras.applications downloads). Read with h5py
+  directly; the values are identical to ``model.load_weights`` and no Keras object is
+  deserialised.
 """
 
 from __future__ import annotations
