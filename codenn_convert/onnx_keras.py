@@ -112,7 +112,7 @@ def _convert_weight_free(view: Any, opset: int) -> tuple[Any, dict[str, tuple[st
     if len(shape) != 4 or any(d is None for d in shape[1:]):
         raise UsageError(f"ONNX export needs an NHWC input of static H, W, C; {view.name} takes "
                          f"{shape}")
-    _, h, w, c = (int(d) if d is not None else None for d in shape)
+    h, w, c = (int(d) for d in shape[1:])
 
     # stateless_call takes the values in exactly this order; the index names each input.
     variables = [*view.trainable_variables, *view.non_trainable_variables]
@@ -144,8 +144,7 @@ def _convert_weight_free(view: Any, opset: int) -> tuple[Any, dict[str, tuple[st
 
 
 def _fold_transpose(node: Any, x: np.ndarray) -> np.ndarray:
-    perm = _attr(node, "perm")
-    return np.transpose(x, perm if perm is not None else None)
+    return np.transpose(x, _attr(node, "perm"))  # no perm: reversed axes, as in numpy
 
 
 def _fold_reshape(node: Any, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -232,6 +231,16 @@ def _bind_and_fold(
                 node.input[k] = renames[name]
 
     inputs = [i for i in graph.input if i.name not in weights]
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [
+        OUTPUT_NAME
+    ]:
+        # The kernels are bound by name: a tf2onnx that named its inputs differently would
+        # leave them unbound, so refuse rather than write a model that wants its weights fed.
+        raise RuntimeError(
+            f"tf2onnx produced inputs {[i.name for i in inputs]} and outputs "
+            f"{[o.name for o in graph.output]} besides the kernels; expected [{INPUT_NAME!r}] "
+            f"and [{OUTPUT_NAME!r}]"
+        )
     del graph.input[:]
     graph.input.extend(inputs)
     smalls = [t for t in graph.initializer if t.name in used]
