@@ -58,7 +58,7 @@ def convert_checkpoint(
         checkpoint.save_keras_model_weights(keras_model, dst, tracked)
         tensors = sum(len(v) for v in weights.values())
     else:
-        checkpoint.save_torch_state(state, dst)
+        checkpoint.save_torch_state(twins.torch_key_order(model, state), dst)
         tensors = len(state)
     return ConvertResult(
         model=model, src=str(src), dst=str(dst), src_layout=src_layout, dst_layout=dst_layout,

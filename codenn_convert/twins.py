@@ -45,6 +45,20 @@ def load_state(
     return state
 
 
+def torch_key_order(name: str, state: TorchState) -> TorchState:
+    """``state`` with its keys in the torch twin's (torchvision's) order.
+
+    The mapper walks Keras layers, whose order can differ (ResNet's downsample, Inception's
+    branches); strict loading does not care, but users diff files. The twin is built on the
+    meta device: structure only, no memory.
+    """
+    import torch
+
+    with torch.device("meta"):
+        order = list(get_model(name, "torch").state_dict())
+    return {k: state[k] for k in order if k in state} | state
+
+
 def torch_twin(name: str, state: TorchState, **kwargs: Any) -> Any:
     """The torch twin in eval mode with ``state`` loaded (``strict=True``)."""
     import torch
@@ -89,4 +103,5 @@ def inference_view(model: Any) -> Any:
         return model
     import keras
 
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.outputs[0], name=model.name)

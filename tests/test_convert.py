@@ -188,3 +188,14 @@ def test_wrapped_state_dict_is_unwrapped(alexnet_state, tmp_path: Path) -> None:
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in alexnet_state.items()},
                 "epoch": 3}, path)
     _assert_same_state(checkpoint.load_torch_state(path), alexnet_state)
+
+
+def test_keras_to_torch_files_keep_torchvision_key_order(tmp_path: Path) -> None:
+    """Keras layer order differs from torch's (the downsample branch); files must not."""
+    from codenn_convert.init import realistic_state
+
+    state = realistic_state("resnet18", seed=0)
+    checkpoint.save_torch_state(state, tmp_path / "a.pt")
+    convert_checkpoint("resnet18", tmp_path / "a.pt", tmp_path / "a.weights.h5")
+    convert_checkpoint("resnet18", tmp_path / "a.weights.h5", tmp_path / "b.pt")
+    assert list(checkpoint.load_torch_state(tmp_path / "b.pt")) == list(state)
