@@ -1,0 +1,506 @@
+"""Layer-wise localisation: name the first mapped layer where two runtimes diverge.
+
+A *mapped layer* is a Keras layer whose name is a torch module path that runs exactly once in
+the torch forward pass (Keras layer names are the torch module paths, so the correspondence
+is by name). Every runtime exposes a *probe*: given layer names, it returns those layers'
+outputs for the verifier's batch in torch layout (NCHW, or torch's C,H,W flatten order).
+
+* torch: forward hooks on the named modules; the pass stops once the last one has fired.
+* keras: a sub-model whose outputs are the named layers.
+* ONNX: the layers' tensors exposed as extra graph outputs. A torch-exported graph is read
+  through the dynamo exporter's ``pkg.torch.onnx.name_scopes`` node metadata (the module
+  path of every node); a tf2onnx graph through its node names, which start with the Keras
+  layer name's TF name scope (``layer1.0.conv1_1/convolution``). Layers with no tensor of
+  their own are skipped: BatchNorm fused into the conv before it makes the conv's output
+  vanish from the torch graph, and Dropout is no node at all.
+
+Memory: layers are compared in chunks whose activations (all probes together) fit in a byte
+budget; each chunk is compared and freed before the next one runs, so the activations of two
+frameworks are never all held at once. The price is re-running the network's prefix once per
+chunk (the torch pass stops early, the Keras sub-model only computes what it needs).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+#: Per-layer tolerance on ``max|a-b| / max|a|``, each layer relative to its own largest
+#: reference magnitude (the logits' measure, applied per layer).
+#:
+#: Why 1e-4 and not the logits' 1e-5: float32 rounding differs between runtimes at every op
+#: (different summation orders in conv/GEMM kernels), and relative to a layer's *largest*
+#: value it grows through depth and is amplified by BatchNorm with small running variances
+#: (scale gamma / sqrt(var + eps) up to ~10x here), so clean twins show up to a few 1e-6 on
+#: some intermediate layers at 224x224 (measured: AlexNet 1.1e-6, VGG-19 2.5e-6, ResNet-50
+#: 4.5e-6, InceptionV3 3.6e-6). The logits' 1e-5 would leave no margin there. Semantic faults
+#: are orders of magnitude above 1e-4 at the layer that has them (a 1% weight change, a
+#: changed running variance or a one-pixel padding shift gives 1e-3 .. 1), so 1e-4 separates
+#: noise from faults by >= 20x on both sides. A pair that fails on its logits but whose
+#: layers all stay within 1e-4 reports no first divergent layer (the per-layer list shows
+#: where the error grows).
+LAYER_RTOL = 1e-4
+
+#: Bytes of layer outputs held at once, all probes of a chunk together.
+DEFAULT_BUDGET_BYTES = 512 << 20
+
+Layout = Literal["NCHW", "NHWC"]
+
+
+@dataclass
+class LayerError:
+    """Relative error of one mapped layer's output (named by its torch module path)."""
+
+    name: str
+    max_rel: float
+
+
+@dataclass(frozen=True)
+class MappedLayer:
+    """A layer that both twins have, with its per-sample output shape in torch layout."""
+
+    name: str
+    shape: tuple[int, ...]  # (C, H, W) or (F,)
+    #: Set when the Keras output is a flattening of an (H, W, C) map (torch flattens C, H, W).
+    flatten_hwc: tuple[int, int, int] | None = None
+
+    def nbytes(self, batch: int) -> int:
+        return 4 * batch * int(np.prod(self.shape))
+
+
+@dataclass
+class Localisation:
+    """Per-layer errors of one runtime pair and the first layer beyond tolerance."""
+
+    layers: list[LayerError]
+    first_divergent_layer: str | None
+
+
+class Probe(Protocol):
+    """A runtime that can return the outputs of named layers for its (fixed) input batch."""
+
+    names: frozenset[str]
+
+    def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def layer_error(ref: np.ndarray, other: np.ndarray) -> float:
+    """``max|ref - other| / max|ref|`` over finite values; inf if shapes or NaN/Inf differ."""
+    if ref.shape != other.shape:
+        return float("inf")
+    fin_r, fin_o = np.isfinite(ref), np.isfinite(other)
+    if not (fin_r.all() and fin_o.all()):
+        same = (np.array_equal(np.isnan(ref), np.isnan(other))
+                and np.array_equal(np.isposinf(ref), np.isposinf(other))
+                and np.array_equal(np.isneginf(ref), np.isneginf(other)))
+        if not same:
+            return float("inf")
+        mask = fin_r & fin_o
+        ref, other = ref[mask], other[mask]
+    if ref.size == 0:
+        return 0.0
+    # float32 differences: the rounding of a - b is relative 6e-8 of the difference itself.
+    diff = float(np.max(np.abs(ref - other)))
+    scale = float(np.max(np.abs(ref)))
+    return diff / scale if scale > 0 else diff
+
+
+def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
+    """The first layer (in topological order) whose error exceeds ``tol``."""
+    return next((e.name for e in errors if not e.max_rel <= tol), None)
+
+
+# --------------------------------------------------------------------------- mapped layers
+
+
+def _hwc_flatten_source(layer: Any) -> tuple[int, int, int] | None:
+    """(H, W, C) if ``layer``'s output is a Flatten of an H,W,C map (H*W > 1), passed through
+    any element-wise weightless layers (Dropout, ReLU) since."""
+    op = layer
+    while type(op).__name__ != "Flatten":
+        nodes = getattr(op, "_inbound_nodes", [])
+        if op.weights or not nodes or len(nodes[0].input_tensors) != 1:
+            return None
+        if tuple(op.input.shape) != tuple(op.output.shape):
+            return None
+        op = nodes[0].input_tensors[0]._keras_history.operation
+    shape = tuple(op.input.shape[1:])
+    if len(shape) != 3 or shape[0] * shape[1] == 1:
+        return None  # a 1x1 map flattens identically in both orders
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> list[MappedLayer]:
+    """The layers both twins have, in the Keras model's topological order.
+
+    A torch module that runs more than once (a ResNet block's shared ``relu``) or not at all
+    (InceptionV3's aux head in eval) has no single output to compare and is left out; so are
+    outputs that are not an NHWC map or a vector. ``sample`` (NCHW, one sample is enough)
+    drives the torch pass that counts the calls.
+    """
+    import torch
+
+    modules = dict(torch_model.named_modules())
+    candidates: dict[str, Any] = {}
+    for layer in keras_model.layers:
+        if layer.name in modules and layer.name and type(layer).__name__ != "InputLayer":
+            shape = getattr(layer.output, "shape", None)
+            if shape is not None and len(shape) in (2, 4):
+                candidates[layer.name] = layer
+    calls = dict.fromkeys(candidates, 0)
+
+    def counter(name: str) -> Callable[..., None]:
+        def hook(_m: Any, _i: Any, _o: Any) -> None:
+            calls[name] += 1
+        return hook
+
+    handles = [modules[n].register_forward_hook(counter(n)) for n in candidates]
+    try:
+        with torch.no_grad():
+            torch_model(torch.from_numpy(np.ascontiguousarray(sample[:1])))
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for name, layer in candidates.items():
+        if calls[name] != 1:
+            continue
+        dims = tuple(int(d) for d in layer.output.shape[1:])
+        if len(dims) == 3:
+            out.append(MappedLayer(name, (dims[2], dims[0], dims[1])))
+        else:
+            out.append(MappedLayer(name, dims, _hwc_flatten_source(layer)))
+    return out
+
+
+def to_torch_layout(y: np.ndarray, layer: MappedLayer, layout: Layout) -> np.ndarray:
+    """A layer output in torch's layout: NHWC maps transposed, H,W,C flattenings permuted.
+
+    Both are exact permutations of the same values (the C,H,W flattening of the transposed
+    map); nothing is resized or reinterpreted.
+    """
+    spatial = (1, 2) if layout == "NHWC" else (2, 3)
+    if y.ndim == 4 and len(layer.shape) == 1 and all(y.shape[a] == 1 for a in spatial):
+        # A 1x1 map where the other twin holds a vector (global pooling with or without
+        # keepdims, as in InceptionV3's avgpool): the same values, the unit axes dropped.
+        return np.squeeze(y, axis=spatial)
+    if layout == "NCHW":
+        return y
+    if y.ndim == 4:
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    if y.ndim == 2 and layer.flatten_hwc is not None and y.shape[1] == np.prod(layer.flatten_hwc):
+        h, w, c = layer.flatten_hwc
+        return np.ascontiguousarray(
+            y.reshape(y.shape[0], h, w, c).transpose(0, 3, 1, 2)).reshape(y.shape[0], -1)
+    return y
+
+
+# --------------------------------------------------------------------------- probes
+
+
+class _Stop(Exception):
+    """Raised by the last wanted hook to end the torch pass early."""
+
+
+class TorchProbe:
+    """Outputs of torch modules through forward hooks.
+
+    Each hook copies its output at once: the ReLUs after a conv or BatchNorm run in place
+    (``inplace=True`` / ``F.relu(..., inplace=True)``) and would overwrite a kept reference.
+    """
+
+    def __init__(self, model: Any, layers: Sequence[MappedLayer]) -> None:
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self.layers = {m.name: m for m in layers if m.name in self.modules}
+        self.names = frozenset(self.layers)
+
+    def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        wanted = set(names)
+        got: dict[str, np.ndarray] = {}
+
+        def make(name: str) -> Callable[..., None]:
+            def hook(_m: Any, _i: Any, out: Any) -> None:
+                if isinstance(out, torch.Tensor):
+                    got[name] = to_torch_layout(out.detach().numpy().copy(),
+                                                self.layers[name], "NCHW")
+                if wanted <= got.keys():
+                    raise _Stop  # everything wanted is in: skip the rest of the network
+            return hook
+
+        handles = [self.modules[n].register_forward_hook(make(n)) for n in wanted]
+        try:
+            with torch.no_grad():
+                self.model(torch.from_numpy(np.ascontiguousarray(x)))
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return got
+
+
+class KerasProbe:
+    """Outputs of Keras layers through a sub-model of the named layers' outputs."""
+
+    def __init__(self, model: Any, layers: Sequence[MappedLayer]) -> None:
+        self.model = model
+        known = {layer.name for layer in model.layers}
+        self.layers = {layer.name: layer for layer in layers if layer.name in known}
+        self.names = frozenset(self.layers)
+
+    def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        import keras
+
+        names = list(names)
+        sub = keras.Model(self.model.inputs[0], [self.model.get_layer(n).output for n in names])
+        ys = sub(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), training=False)  # NHWC
+        ys = ys if isinstance(ys, list | tuple) else [ys]
+        return {n: to_torch_layout(np.asarray(y), self.layers[n], "NHWC")
+                for n, y in zip(names, ys, strict=True)}
+
+
+def onnx_input_layout(shape: Sequence[Any], input_size: tuple[int, int]) -> Layout:
+    """NCHW or NHWC from an ONNX input's declared shape (``[N, 3, H, W]`` vs ``[N, H, W, 3]``).
+
+    The channel axis decides where only one of axes 1 and 3 can be 3; where both can (a
+    symbolic or 3-pixel dimension), the spatial size ``input_size`` (H, W) decides.
+    """
+    from codenn_convert.errors import UsageError
+
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if len(dims) != 4:
+        raise UsageError(f"expected a 4-d image input, found shape {list(shape)}")
+    h, w = input_size
+
+    def fits(actual: Sequence[int | None], expected: Sequence[int]) -> bool:
+        return all(a is None or a == e for a, e in zip(actual, expected, strict=True))
+
+    nchw = fits(dims[1:], (3, h, w))
+    nhwc = fits(dims[1:], (h, w, 3))
+    if nchw and nhwc:
+        # Only symbolic dimensions (or a 3x3 image) leave both open; a literal 3 on one side
+        # is the channel axis, else ONNX's own convention, NCHW.
+        return "NHWC" if dims[3] == 3 and dims[1] is None else "NCHW"
+    if nchw or nhwc:
+        return "NCHW" if nchw else "NHWC"
+    raise UsageError(f"ONNX input shape {list(shape)} fits neither [N, 3, {h}, {w}] nor "
+                     f"[N, {h}, {w}, 3]")
+
+
+def _name_scopes(node: Any) -> list[str] | None:
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                value = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            return [str(v) for v in value] if isinstance(value, list) else None
+    return None
+
+
+_TF_SUFFIX = re.compile(r"(.+)_\d+")
+
+
+def _keras_scope(node_name: str, wanted: set[str]) -> str | None:
+    """The Keras layer a tf2onnx node belongs to: the first name-scope component that is a
+    wanted layer name, as is or with TF's uniquifying ``_<n>`` suffix."""
+    for part in node_name.split("/")[:-1]:
+        if part in wanted:
+            return part
+        m = _TF_SUFFIX.fullmatch(part)
+        if m and m.group(1) in wanted:
+            return m.group(1)
+    return None
+
+
+def find_layer_tensors(graph: Any, names: Sequence[str]) -> tuple[dict[str, str], str]:
+    """Map layer names to the ONNX tensors holding their outputs.
+
+    Returns ``({layer: tensor}, flavour)`` with flavour ``"torch"`` (dynamo metadata) or
+    ``"tf2onnx"`` (name scopes). A layer's output is the last tensor its nodes produce that
+    is used outside them (or is a graph output).
+    """
+    wanted = set(names)
+    owner: dict[int, str | None] = {}
+    scoped = [_name_scopes(n) for n in graph.node]
+    flavour = "torch" if any(s is not None for s in scoped) else "tf2onnx"
+    for i, node in enumerate(graph.node):
+        if flavour == "torch":
+            scopes = scoped[i] or []
+            # The last entry is the FX op's own name (``relu_3``), not a module.
+            inner = [s for s in scopes[:-1] if s in wanted]
+            owner[i] = inner[-1] if inner else None
+        else:
+            owner[i] = _keras_scope(node.name, wanted)
+    consumers: dict[str, set[str | None]] = {}
+    for i, node in enumerate(graph.node):
+        for t in node.input:
+            consumers.setdefault(t, set()).add(owner[i])
+    graph_outputs = {o.name for o in graph.output}
+    found: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        layer = owner[i]
+        if layer is None:
+            continue
+        for t in node.output:
+            if t and (t in graph_outputs or consumers.get(t, set()) - {layer}):
+                found[layer] = t  # graph order is topological: the last one wins
+    return found, flavour
+
+
+class OnnxProbe:
+    """Outputs of layers in an ONNX graph, exposed as extra graph outputs of one session.
+
+    The input layout (NCHW or NHWC) is read from the graph's input shape.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], layers: Sequence[MappedLayer], *,
+                 input_size: tuple[int, int]) -> None:
+        import onnx
+        from onnx import TensorProto, helper
+
+        model = onnx.load(str(path))
+        self.tensors, self.flavour = find_layer_tensors(model.graph, [m.name for m in layers])
+        self.layers = {m.name: m for m in layers if m.name in self.tensors}
+        outputs = {o.name for o in model.graph.output}
+        model.graph.output.extend(
+            helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+            for t in dict.fromkeys(self.tensors.values()) if t not in outputs)
+        blob = model.SerializeToString()
+        del model
+        self.session = onnx_session(blob)
+        del blob
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_layout = onnx_input_layout(inp.shape, input_size)
+        self.names = frozenset(self.layers)
+
+    def _layout(self, y: np.ndarray, layer: MappedLayer) -> Layout | None:
+        """The layout of one intermediate tensor, from its shape (None if undecidable)."""
+        if y.ndim != 4 or len(layer.shape) != 3:
+            # Vectors: a tf2onnx graph keeps Keras's H,W,C flattening, a torch graph C,H,W.
+            return "NHWC" if self.flavour == "tf2onnx" else "NCHW"
+        c, h, w = layer.shape
+        nchw, nhwc = y.shape[1:] == (c, h, w), y.shape[1:] == (h, w, c)
+        if nchw and nhwc:
+            # c == h == w. The torch exporter never changes layouts; tf2onnx moves its
+            # transposes around, and a square map with as many channels cannot tell which.
+            return "NCHW" if self.flavour == "torch" else None
+        return "NHWC" if nhwc else "NCHW"
+
+    def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        names = list(names)
+        tensors = list(dict.fromkeys(self.tensors[n] for n in names))
+        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if self.input_layout == "NHWC"
+                                    else x)
+        values = dict(zip(tensors, self.session.run(tensors, {self.input_name: feed}),
+                          strict=True))
+        out = {}
+        for n in names:
+            y = np.asarray(values[self.tensors[n]])
+            layout = self._layout(y, self.layers[n])
+            if layout is not None:
+                out[n] = to_torch_layout(y, self.layers[n], layout)
+        return out
+
+
+def onnx_session(model: str | os.PathLike[str] | bytes) -> Any:
+    """An onnxruntime CPU session with only exact-preserving graph rewrites.
+
+    Full optimisation can fuse ops into a different float ordering; we compare the graphs as
+    written.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _chunks(layers: Sequence[MappedLayer], cost: Callable[[MappedLayer], int],
+            budget: int) -> list[list[MappedLayer]]:
+    chunks: list[list[MappedLayer]] = [[]]
+    used = 0
+    for layer in layers:
+        c = cost(layer)
+        if chunks[-1] and used + c > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(layer)
+        used += c
+    return [c for c in chunks if c]
+
+
+def localise(
+    probes: Mapping[str, Probe],
+    pairs: Sequence[tuple[str, str]],
+    layers: Sequence[MappedLayer],
+    x: np.ndarray,
+    *,
+    tol: float = LAYER_RTOL,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> dict[tuple[str, str], Localisation]:
+    """Compare every mapped layer of each pair ``(reference, other)`` of probes on ``x``.
+
+    Layers are visited in topological order, in chunks whose outputs (over all probes that
+    need them) fit in ``budget_bytes``; each probe runs once per chunk and the chunk is freed
+    before the next. Layers a probe cannot see are left out of that probe's pairs.
+    """
+    say = progress or (lambda _msg: None)
+    users: dict[str, set[str]] = {}
+    for a, b in pairs:
+        for layer in layers:
+            if layer.name in probes[a].names and layer.name in probes[b].names:
+                users.setdefault(layer.name, set()).update((a, b))
+    needed = [layer for layer in layers if layer.name in users]
+    batch = int(x.shape[0])
+    errors: dict[tuple[str, str], list[LayerError]] = {p: [] for p in pairs}
+    chunks = _chunks(needed, lambda m: m.nbytes(batch) * len(users[m.name]), budget_bytes)
+    for k, chunk in enumerate(chunks):
+        outputs: dict[str, dict[str, np.ndarray]] = {}
+        for rt in sorted({r for m in chunk for r in users[m.name]}):
+            say(f"layers {k + 1}/{len(chunks)}: {rt}")
+            outputs[rt] = probes[rt].run([m.name for m in chunk if rt in users[m.name]], x)
+        for a, b in pairs:
+            for m in chunk:
+                ya, yb = outputs.get(a, {}).get(m.name), outputs.get(b, {}).get(m.name)
+                if ya is not None and yb is not None:
+                    errors[(a, b)].append(LayerError(m.name, layer_error(ya, yb)))
+        del outputs
+    return {p: Localisation(e, first_divergent(e, tol)) for p, e in errors.items()}
+
+
+def localise_models(
+    torch_model: Any,
+    keras_model: Any,
+    x: np.ndarray,
+    *,
+    tol: float = LAYER_RTOL,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Localisation:
+    """Localise a Keras model against a torch model on the NCHW batch ``x``.
+
+    The two may hold different weights or structure: this is how a fault planted in one
+    twin is found.
+    """
+    layers = mapped_layers(keras_model, torch_model, x)
+    probes = {"torch": TorchProbe(torch_model, layers), "keras": KerasProbe(keras_model, layers)}
+    return localise(probes, [("torch", "keras")], layers, x, tol=tol,
+                    budget_bytes=budget_bytes)[("torch", "keras")]
