@@ -133,9 +133,10 @@ def export(
     out.print(f"wrote {path}", highlight=False)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: Any, *, show_layers: bool = False) -> None:
+    inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
     table = Table("pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status",
-                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}")
+                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
     for p in result.pairs:
         status = "[green]pass[/]" if p.passed else "[red]FAIL[/]"
         if p.first_divergent_layer:
@@ -143,6 +144,16 @@ def _print_result(result: Any) -> None:
         table.add_row(f"{p.a} vs {p.b}", f"{p.max_abs:.2e}", f"{p.max_rel:.2e}",
                       f"{p.cosine:.8f}", f"{p.top1:.2f}", f"{p.top5:.2f}", status)
     out.print(table)
+    for p in result.pairs:
+        if p.layers and (show_layers or not p.passed):
+            worst = max(p.layers, key=lambda e: e.max_rel)
+            where = p.first_divergent_layer or "none"
+            out.print(f"{p.a} vs {p.b}: {len(p.layers)} layers compared, first divergent "
+                      f"layer: {where}, largest layer error {worst.max_rel:.2e} at "
+                      f"{worst.name}", highlight=False)
+        elif not p.passed and not p.layers:
+            out.print(f"{p.a} vs {p.b}: no layer of this pair could be compared",
+                      highlight=False)
     if result.error:
         err.print(f"{result.model}: {result.error}", markup=False)
 
@@ -151,11 +162,24 @@ def _print_result(result: Any) -> None:
 @handled
 def verify(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint, either layout.")
-                       ] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Checkpoint (either layout) feeding both twins.")] = None,
+    torch_weights: Annotated[Path | None, typer.Option(
+        "--torch-weights", help="Checkpoint for the torch side (torch, onnx-torch).")] = None,
+    keras_weights: Annotated[Path | None, typer.Option(
+        "--keras-weights", help="Checkpoint for the Keras side (keras, onnx-keras).")] = None,
+    onnx: Annotated[list[Path] | None, typer.Option(
+        "--onnx", help="ONNX file (NCHW or NHWC input) to compare too, as runtime "
+        "onnx:<file name>; repeatable.")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")] = 0,
     input_size: InputSize = None,
+    image: Annotated[list[Path] | None, typer.Option(
+        "--image", help="Also check on this photo (ImageNet pre-processing); repeatable.")
+    ] = None,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="Compare every mapped layer of every pair (failing pairs always "
+        "are).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")
                          ] = None,
     keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
@@ -164,21 +188,26 @@ def verify(
                                                "(default: the model's, 1e-5 for float32).")
                     ] = None,
 ) -> None:
-    """Run one seeded batch through torch, keras, onnx-torch and onnx-keras; compare all pairs."""
+    """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
+    files); compare all pairs and name the first divergent layer of a failing one."""
     from codenn_convert import report as rep
     from codenn_convert.checkpoint import ensure_writable
-    from codenn_convert.verify import verify as run_verify
+    from codenn_convert.verify import verify_inputs
 
     if json_path is not None:
         ensure_writable(json_path)
     with err.status(f"verifying {model}") as status:
-        result = run_verify(model, weights=weights, batch=batch, seed=seed,
-                            input_size=input_size, work_dir=keep_onnx, rtol=rtol,
-                            progress=lambda msg: status.update(msg))
-    _print_result(result)
+        results = verify_inputs(
+            model, weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
+            onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
+            images=image or (), layers=layers, work_dir=keep_onnx, rtol=rtol,
+            progress=lambda msg: status.update(msg))
+    for result in results:
+        _print_result(result, show_layers=layers)
+    data = rep.build_report(results)
     if json_path is not None:
-        rep.write_json(rep.build_report([result]), json_path)
-    raise typer.Exit(0 if result.passed else 1)
+        rep.write_json(data, json_path)
+    raise typer.Exit(0 if rep.report_passed(data) else 1)
 
 
 @app.command()
@@ -191,8 +220,11 @@ def report(
         "reports"),
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
+    layers: Annotated[bool, typer.Option(
+        "--layers/--no-layers", help="Per-layer errors of torch vs keras for the plots "
+        "(failing pairs are localised either way).")] = True,
 ) -> None:
-    """Verify a set of models and write the parity reports (the main job)."""
+    """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from rich.progress import Progress
 
     from codenn_convert import report as rep
@@ -214,7 +246,8 @@ def report(
                 progress.update(task, description=msg)  # noqa: B023 - used inside the loop
 
             try:
-                results.append(run_verify(name, batch=batch, seed=seed, progress=say))
+                results.append(run_verify(name, batch=batch, seed=seed, progress=say,
+                                          layers=[("torch", "keras")] if layers else False))
             except CodennError:
                 raise
             except Exception as exc:  # one broken model must not hide the others' results

@@ -333,6 +333,7 @@ def find_layer_tensors(graph: Any, names: Sequence[str]) -> tuple[dict[str, str]
     is used outside them (or is a graph output).
     """
     wanted = set(names)
+    weights = {t.name for t in graph.initializer}
     owner: dict[int, str | None] = {}
     scoped = [_name_scopes(n) for n in graph.node]
     flavour = "torch" if any(s is not None for s in scoped) else "tf2onnx"
@@ -343,7 +344,12 @@ def find_layer_tensors(graph: Any, names: Sequence[str]) -> tuple[dict[str, str]
             inner = [s for s in scopes[:-1] if s in wanted]
             owner[i] = inner[-1] if inner else None
         else:
-            owner[i] = _keras_scope(node.name, wanted)
+            # tf2onnx renames some nodes it rewrites (a Conv fused with its BiasAdd becomes
+            # ``Conv__199``); such a node still reads its layer's kernel, which the export
+            # names after the Keras variable path (``features.0/kernel``).
+            owner[i] = _keras_scope(node.name, wanted) or next(
+                (s for t in node.input if t in weights
+                 for s in [_keras_scope(t, wanted)] if s), None)
     consumers: dict[str, set[str | None]] = {}
     for i, node in enumerate(graph.node):
         for t in node.input:

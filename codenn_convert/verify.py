@@ -1,9 +1,17 @@
-"""Four-runtime parity verification: torch, keras, onnx-torch, onnx-keras.
+"""Four-runtime parity verification: torch, keras, onnx-torch, onnx-keras (+ user ONNX files).
 
 The verifier returns data (:class:`ModelResult`); :mod:`codenn_convert.report` formats it.
-Every runtime sees the same seeded NCHW batch (Keras gets it transposed to NHWC, never
-reshaped). Each runtime's model is freed before the next one is built, so peak memory stays
-near one model's footprint rather than four.
+Every runtime sees the same NCHW batch (Keras gets it transposed to NHWC, never reshaped):
+a seeded N(0,1) batch, and optionally real photos (:mod:`codenn_convert.images`).
+
+Artifacts users bring join the comparison: ``torch_weights`` feeds the torch side (torch and
+onnx-torch), ``keras_weights`` the Keras side (keras and onnx-keras); a missing side is filled
+from the other by our mapping. Each given ONNX file is one more runtime, ``onnx:<file name>``
+(it is not taken to replace onnx-torch or onnx-keras: who produced a file is a guess, and our
+own exports stay checked).
+
+When a pair fails, and for the pairs asked for with ``layers``, every mapped layer is compared
+(:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +29,16 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
+from codenn_convert.localise import LAYER_RTOL, LayerError, onnx_input_layout
+
+__all__ = ["RUNTIMES", "LayerError", "ModelResult", "PairResult", "compare", "seeded_batch",
+           "verify", "verify_inputs"]
 
 RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
-
-
-@dataclass
-class LayerError:
-    """Relative error of one mapped layer's output (torch module path)."""
-
-    name: str
-    max_rel: float
+#: Runtime name prefix of a user-given ONNX file: ``onnx:<file name>``.
+ONNX_FILE_PREFIX = "onnx:"
+#: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
+NORMAL_INPUTS = "normal(0,1)"
 
 
 @dataclass
@@ -58,10 +66,11 @@ class ModelResult:
     input_shape: list[int]
     seed: int
     rtol: float
-    inputs: str = "normal(0,1)"
+    inputs: str = NORMAL_INPUTS
     pairs: list[PairResult] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    layer_rtol: float = LAYER_RTOL
 
     @property
     def passed(self) -> bool:
@@ -120,24 +129,71 @@ def seeded_batch(batch: int, input_size: tuple[int, int], seed: int) -> np.ndarr
     return rng.standard_normal((batch, 3, *input_size), dtype=np.float32)
 
 
-def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    # Full graph optimisation can fuse ops into different float orderings; ours compares
-    # the exported graphs as written, with only exact-preserving basic rewrites.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    layout_nhwc = sess.get_inputs()[0].shape[-1] == 3
-    feed = x.transpose(0, 2, 3, 1) if layout_nhwc else x
-    out = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(feed)})[0]
-    return np.asarray(out)
+def _onnx_runtime_names(files: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """``{"onnx:<file name>": path}`` for user-given ONNX files (names must be unique)."""
+    named: dict[str, Path] = {}
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise UsageError(f"ONNX file not found: {path}")
+        name = ONNX_FILE_PREFIX + path.name
+        if name in named:
+            raise UsageError(f"two ONNX files are named {path.name}; their runtimes would "
+                             f"share the name {name}")
+        named[name] = path
+    return named
+
+
+def _run_onnx(path: Path, batches: Sequence[np.ndarray], input_size: tuple[int, int]
+              ) -> list[np.ndarray]:
+    """The first output of ``path`` on each NCHW batch (fed as NHWC if the graph takes it)."""
+    from codenn_convert.localise import onnx_session
+
+    sess = onnx_session(path)
+    inp = sess.get_inputs()[0]
+    nhwc = onnx_input_layout(inp.shape, input_size) == "NHWC"
+    out = []
+    for x in batches:
+        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x)
+        out.append(np.asarray(sess.run(None, {inp.name: feed})[0]))
+    return out
+
+
+def _sources(
+    weights: str | os.PathLike[str] | None,
+    torch_weights: str | os.PathLike[str] | None,
+    keras_weights: str | os.PathLike[str] | None,
+) -> tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None]:
+    """The checkpoints feeding the torch side and the Keras side (None: seeded weights)."""
+    if weights is not None and (torch_weights is not None or keras_weights is not None):
+        raise UsageError("give --weights (both sides) or --torch-weights/--keras-weights, "
+                         "not both")
+    if weights is not None:
+        return weights, weights
+    # A missing side is filled from the other one through the mapping.
+    return (torch_weights if torch_weights is not None else keras_weights,
+            keras_weights if keras_weights is not None else torch_weights)
+
+
+def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tuple[str, str]]
+                  ) -> set[tuple[str, str]]:
+    if layers is True:
+        return set(pairs)
+    if layers is False:
+        return set()
+    asked = {tuple(p) for p in layers}  # type: ignore[misc]
+    # Either order names the pair; results keep the canonical (reference, other) order.
+    return {p for p in pairs if p in asked or (p[1], p[0]) in asked}
 
 
 def verify(
     model: str,
     *,
     weights: str | os.PathLike[str] | None = None,
+    torch_weights: str | os.PathLike[str] | None = None,
+    keras_weights: str | os.PathLike[str] | None = None,
+    onnx: Sequence[str | os.PathLike[str]] = (),
     batch: int = 2,
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
@@ -145,79 +201,188 @@ def verify(
     work_dir: str | os.PathLike[str] | None = None,
     rtol: float | None = None,
     progress: Callable[[str], None] | None = None,
+    layers: bool | Collection[tuple[str, str]] = False,
+    localise_failures: bool = True,
+    image: str | os.PathLike[str] | None = None,
 ) -> ModelResult:
-    """Run one seeded batch through every runtime in ``runtimes`` and compare all pairs.
+    """Run one batch through every runtime and compare all pairs.
 
-    ``weights`` is a torch- or Keras-layout checkpoint; without it, seeded realistic random
-    weights are used. ONNX files are written to ``work_dir`` (a temporary directory if
-    ``None``). Raises :class:`UsageError` for bad arguments; runtime failures propagate.
+    The batch is the seeded N(0,1) one, or the photo ``image`` (one sample, ImageNet
+    pre-processing). See :func:`verify_inputs` for the other arguments.
+    """
+    return verify_inputs(
+        model, weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
+        onnx=onnx, batch=batch, seed=seed, input_size=input_size, runtimes=runtimes,
+        work_dir=work_dir, rtol=rtol, progress=progress, layers=layers,
+        localise_failures=localise_failures, normal=image is None,
+        images=() if image is None else (image,),
+    )[0]
+
+
+def verify_inputs(
+    model: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    torch_weights: str | os.PathLike[str] | None = None,
+    keras_weights: str | os.PathLike[str] | None = None,
+    onnx: Sequence[str | os.PathLike[str]] = (),
+    batch: int = 2,
+    seed: int = 0,
+    input_size: tuple[int, int] | None = None,
+    runtimes: Sequence[str] = RUNTIMES,
+    work_dir: str | os.PathLike[str] | None = None,
+    rtol: float | None = None,
+    progress: Callable[[str], None] | None = None,
+    layers: bool | Collection[tuple[str, str]] = False,
+    localise_failures: bool = True,
+    normal: bool = True,
+    images: Sequence[str | os.PathLike[str]] = (),
+) -> list[ModelResult]:
+    """Verify ``model`` on the seeded batch (if ``normal``) and on each photo in ``images``.
+
+    Returns one :class:`ModelResult` per input (``inputs`` is ``"normal(0,1)"`` or
+    ``"image:<file name>"``); the models are built and exported once for all of them.
+
+    * ``weights``: a checkpoint of either layout for both sides; ``torch_weights`` /
+      ``keras_weights``: one per side (the other side is filled from it by the mapping);
+      none: seeded realistic random weights.
+    * ``onnx``: ONNX files (NCHW or NHWC input) compared as runtimes ``onnx:<file name>``.
+    * ``runtimes``: which of our four runtimes to run.
+    * ``layers``: compare every mapped layer of all pairs (True) or of the given pairs; with
+      ``localise_failures`` every failing pair is localised as well.
+
+    ONNX exports go to ``work_dir`` (a temporary directory if None). Raises
+    :class:`UsageError` for bad arguments; runtime failures propagate.
     """
     from codenn_convert import mapper, twins
     from codenn_convert.export import export_keras_model, export_torch_onnx
+    from codenn_convert.images import load_image
     from codenn_convert.init import realistic_state
     from codenn_convert.registry import get_spec
 
     spec = get_spec(model)
     size = twins.default_input_size(model, input_size)
     unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown or len(runtimes) < 2:
-        raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)}")
+    user_onnx = _onnx_runtime_names(onnx)
+    if unknown or len(runtimes) + len(user_onnx) < 2:
+        raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)} and ONNX "
+                         f"files")
     if batch < 1:
         raise UsageError("batch must be at least 1")
+    if not normal and not images:
+        raise UsageError("nothing to verify: no seeded batch and no image")
+    torch_src, keras_src = _sources(weights, torch_weights, keras_weights)
     tol = spec.rtol if rtol is None else rtol
     say = progress or (lambda _msg: None)
-    x = seeded_batch(batch, size, seed)
-    result = ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol)
-    outputs: dict[str, np.ndarray] = {}
+    inputs: list[tuple[str, np.ndarray]] = []
+    if normal:
+        inputs.append((NORMAL_INPUTS, seeded_batch(batch, size, seed)))
+    inputs += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
+    results = [ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol,
+                           inputs=label) for label, x in inputs]
+    outputs: dict[str, list[np.ndarray]] = {}
+    order = [r for r in RUNTIMES if r in runtimes] + list(user_onnx)
 
     def timed(label: str, fn: Callable[[], Any]) -> Any:
         say(f"{model}: {label}")
         start = time.perf_counter()
         value = fn()
-        result.seconds[label] = round(time.perf_counter() - start, 3)
+        for r in results:
+            r.seconds[label] = round(time.perf_counter() - start, 3)
         return value
 
     with tempfile.TemporaryDirectory(prefix="codenn-") as tmp:
         out_dir = Path(work_dir) if work_dir else Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch_onnx, keras_onnx = out_dir / f"{model}.torch.onnx", out_dir / f"{model}.keras.onnx"
+        files = {"onnx-torch": out_dir / f"{model}.torch.onnx",
+                 "onnx-keras": out_dir / f"{model}.keras.onnx", **user_onnx}
 
-        keras_model = timed("build keras", lambda: twins.get_model(model, "keras", input_size=size))
-        state = timed("weights", lambda: (
-            twins.load_state(model, weights, keras_model=keras_model)
-            if weights is not None else realistic_state(model, seed)))
+        keras_model = timed("build keras", lambda: twins.get_model(model, "keras",
+                                                                   input_size=size))
 
-        if {"torch", "onnx-torch"} & set(runtimes):
-            import torch
+        def state_of(src: str | os.PathLike[str] | None) -> twins.TorchState:
+            if src is None:
+                return realistic_state(model, seed)
+            return twins.load_state(model, src, keras_model=keras_model)
 
-            tmodel = twins.torch_twin(model, state)
-            if "torch" in runtimes:
-                with torch.no_grad():
-                    outputs["torch"] = timed(
-                        "run torch", lambda: tmodel(torch.from_numpy(x)).numpy())
-            if "onnx-torch" in runtimes:
-                timed("export torch", lambda: export_torch_onnx(tmodel, torch_onnx,
-                                                                input_size=size))
-            del tmodel
-            gc.collect()
-
-        if {"keras", "onnx-keras"} & set(runtimes):
-            kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), model)
-            mapper.set_keras_weights(keras_model, kw)
-            del kw
-            view = twins.inference_view(keras_model)
-            if "keras" in runtimes:
-                outputs["keras"] = timed("run keras", lambda: np.asarray(
-                    view(x.transpose(0, 2, 3, 1), training=False)))
-            if "onnx-keras" in runtimes:
-                timed("export keras", lambda: export_keras_model(keras_model, keras_onnx))
-        del keras_model, state
+        # Both twins stay built to the end: localisation runs them again, layer by layer.
+        torch_state = timed("weights", lambda: state_of(torch_src))
+        tmodel = twins.torch_twin(model, torch_state)
+        keras_state = torch_state if keras_src == torch_src else timed(
+            "keras weights", lambda: state_of(keras_src))
+        del torch_state
+        kw, _ = mapper.torch_to_keras(keras_state, mapper.plan_keras_model(keras_model), model)
+        del keras_state
+        mapper.set_keras_weights(keras_model, kw)
+        del kw
         gc.collect()
 
-        for name, path in (("onnx-torch", torch_onnx), ("onnx-keras", keras_onnx)):
-            if name in runtimes:
-                outputs[name] = timed(f"run {name}", lambda p=path: _run_onnx(p, x))
+        if "torch" in runtimes:
+            import torch
 
-    for a, b in itertools.combinations([r for r in RUNTIMES if r in runtimes], 2):
-        result.pairs.append(compare(outputs[a], outputs[b], rtol=tol, names=(a, b)))
-    return result
+            with torch.no_grad():
+                outputs["torch"] = timed("run torch", lambda: [
+                    tmodel(torch.from_numpy(x)).numpy() for _, x in inputs])
+        if "keras" in runtimes:
+            view = twins.inference_view(keras_model)
+            outputs["keras"] = timed("run keras", lambda: [
+                np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for _, x in inputs])
+        if "onnx-torch" in runtimes:
+            timed("export torch", lambda: export_torch_onnx(tmodel, files["onnx-torch"],
+                                                            input_size=size))
+        if "onnx-keras" in runtimes:
+            timed("export keras", lambda: export_keras_model(keras_model, files["onnx-keras"]))
+        gc.collect()
+        for name in order:
+            if name in files:
+                outputs[name] = timed(f"run {name}", lambda p=files[name]: _run_onnx(
+                    p, [x for _, x in inputs], size))
+
+        pairs = list(itertools.combinations(order, 2))
+        wanted = _wanted_pairs(layers, pairs)
+        for k, result in enumerate(results):
+            result.pairs = [compare(outputs[a][k], outputs[b][k], rtol=tol, names=(a, b))
+                            for a, b in pairs]
+        todo = [
+            {p for p, r in zip(pairs, result.pairs, strict=True)
+             if p in wanted or (localise_failures and not r.passed)}
+            for result in results
+        ]
+        if any(todo):
+            timed("layers", lambda: _localise_results(
+                results, inputs, todo, tmodel, keras_model, files, size, say))
+    return results
+
+
+def _localise_results(
+    results: list[ModelResult],
+    inputs: list[tuple[str, np.ndarray]],
+    todo: list[set[tuple[str, str]]],
+    tmodel: Any,
+    keras_model: Any,
+    files: dict[str, Path],
+    size: tuple[int, int],
+    say: Callable[[str], None],
+) -> None:
+    """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo`` (per input)."""
+    from codenn_convert import localise as loc
+
+    layers = loc.mapped_layers(keras_model, tmodel, inputs[0][1])
+    involved = {r for pairs in todo for p in pairs for r in p}
+    probes: dict[str, loc.Probe] = {}
+    if "torch" in involved:
+        probes["torch"] = loc.TorchProbe(tmodel, layers)
+    if "keras" in involved:
+        probes["keras"] = loc.KerasProbe(keras_model, layers)
+    for name in sorted(involved - probes.keys()):
+        say(f"layers: reading {name}")
+        probes[name] = loc.OnnxProbe(files[name], layers, input_size=size)
+    for result, (_, x), pairs in zip(results, inputs, todo, strict=True):
+        if not pairs:
+            continue
+        found = loc.localise(probes, sorted(pairs), layers, x, tol=result.layer_rtol,
+                             progress=say)
+        for p in result.pairs:
+            if (p.a, p.b) in found:
+                p.layers = found[(p.a, p.b)].layers
+                p.first_divergent_layer = found[(p.a, p.b)].first_divergent_layer
