@@ -1,23 +1,35 @@
 """Render verification results. Formatting only: nothing here runs a model.
 
-The one report object is ``{"environment": {...}, "models": [ModelResult.to_dict(), ...]}``;
-JSON and Markdown are renderings of it (see docs in README.md for the schema).
+The one report object is ``{"environment": {...}, "models": [ModelResult.to_dict(), ...]}``
+(schema: ``report.schema.json`` beside this module, documented in README.md). Every form is a
+rendering of it: ``parity.json``, ``parity.md`` (short, for a CI job summary),
+``parity.html`` (one self-contained page: pass/fail table, per-layer error plots,
+environment) and ``junit.xml`` (one test case per model x pair, so CI shows failures).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import importlib.metadata
+import importlib.resources
+import io
 import json
+import math
 import os
 import platform
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from codenn_convert.checkpoint import atomic_output
-from codenn_convert.verify import ModelResult
+from codenn_convert.verify import NORMAL_INPUTS, ModelResult
+
+SCHEMA_FILE = "report.schema.json"
+#: The four report files, in the order they are written.
+REPORT_FILES = ("parity.json", "parity.md", "parity.html", "junit.xml")
 
 _PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "numpy")
 _DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow")}
@@ -53,8 +65,47 @@ def report_passed(report: dict[str, Any]) -> bool:
     return all(m["passed"] for m in report["models"]) and bool(report["models"])
 
 
-def _fmt(v: float) -> str:
-    return "inf" if v == float("inf") else f"{v:.2e}"
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the report object (package data)."""
+    text = importlib.resources.files("codenn_convert").joinpath(SCHEMA_FILE).read_text()
+    return json.loads(text)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _num(v: Any) -> float:
+    """A report number as a float (the JSON form writes non-finite ones as strings)."""
+    return float(v) if isinstance(v, str) else v
+
+
+def _fmt(v: Any) -> str:
+    v = _num(v)
+    return str(v) if not math.isfinite(v) else f"{v:.2e}"
+
+
+def _json_safe(obj: Any) -> Any:
+    """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """Strict JSON (``allow_nan=False``) of the report."""
+    return json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+
+
+def _model_label(m: dict[str, Any]) -> str:
+    return m["model"] if m.get("inputs", NORMAL_INPUTS) == NORMAL_INPUTS else (
+        f"{m['model']} ({m['inputs']})")
+
+
+# --------------------------------------------------------------------------- markdown
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -68,16 +119,17 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for m in report["models"]:
         shape = "x".join(str(d) for d in m["input_shape"])
+        label = _model_label(m)
         if m["error"]:
-            lines.append(f"| {m['model']} | {shape} | - | - | - | - | - | - | ERROR: {m['error']} |")
+            lines.append(f"| {label} | {shape} | - | - | - | - | - | - | ERROR: {m['error']} |")
         for p in m["pairs"]:
             status = "pass" if p["passed"] else "**FAIL**"
             if p.get("first_divergent_layer"):
                 status += f" (first divergent layer: `{p['first_divergent_layer']}`)"
             lines.append(
-                f"| {m['model']} | {shape} | {p['a']} vs {p['b']} | {_fmt(p['max_abs'])} | "
-                f"{_fmt(p['max_rel'])} | {p['cosine']:.8f} | {p['top1']:.2f} | {p['top5']:.2f} "
-                f"| {status} |"
+                f"| {label} | {shape} | {p['a']} vs {p['b']} | {_fmt(p['max_abs'])} | "
+                f"{_fmt(p['max_rel'])} | {_num(p['cosine']):.8f} | {p['top1']:.2f} | "
+                f"{p['top5']:.2f} | {status} |"
             )
     env = report["environment"]
     lines += ["", "Tolerance: max rel <= rtol (1e-5 for float32) relative to the largest "
@@ -86,25 +138,216 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- html
+
+#: Below this a relative error is drawn at this value (a log axis has no zero).
+_PLOT_FLOOR = 1e-10
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>codenn-convert parity: {{ 'PASS' if passed else 'FAIL' }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-size: 90%; }
+th { background: #f3f3f3; } td.name { text-align: left; }
+td.pass { background: #d9f2d9; } td.fail { background: #f8d0d0; font-weight: bold; }
+td.error { background: #f8d0d0; text-align: left; } td.none { background: #f7f7f7; }
+.status-pass { color: #1a7f1a; } .status-fail { color: #b00; }
+figure { margin: 1em 0 2em; } img { max-width: 100%; }
+code { background: #f3f3f3; padding: 0 3px; }
+</style></head><body>
+<h1>codenn-convert parity: <span class="status-{{ 'pass' if passed else 'fail' }}">
+{{- 'PASS' if passed else 'FAIL' }}</span></h1>
+<p>Each cell is max |a &minus; b| / max |a| of the logits, <code>a</code> the reference
+(the earlier runtime); a pair passes at &le; rtol ({{ rtols }}). Hover a cell for details.</p>
+<table id="parity">
+<thead><tr><th>model</th><th>input</th>
+{%- for pair in pair_names %}<th>{{ pair }}</th>{% endfor %}</tr></thead>
+<tbody>
+{%- for m in models %}
+<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
+{%- if m.error %}<td class="error" colspan="{{ pair_names|length }}">ERROR: {{ m.error }}</td>
+{%- else %}{% for pair in pair_names %}{% set p = m.pairs.get(pair) %}
+{%- if p %}<td class="{{ 'pass' if p.passed else 'fail' }}" title="{{ p.title }}">
+{{- p.max_rel }}{% if p.first_divergent_layer %}<br><small>at {{ p.first_divergent_layer }}
+</small>{% endif %}</td>
+{%- else %}<td class="none">&ndash;</td>{% endif %}{% endfor %}{% endif %}</tr>
+{%- endfor %}
+</tbody></table>
+<h2>Per-layer relative error</h2>
+<p>Every mapped layer (named by its torch module path) compared in topological order,
+max |a &minus; b| / max |a| of that layer's output; the dashed line is the per-layer
+tolerance. Error grows through depth with float32 rounding; a semantic fault jumps at the
+layer that has it. Exact zeros are drawn at 1e-10, infinite errors (a shape or NaN/Inf
+mismatch) at the top.</p>
+{%- for m in models %}{% if m.plot %}
+<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
+{%- for p in m.layer_pairs %}; {{ p.a }} vs {{ p.b }}: {{ p.count }} layers, first divergent:
+{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
+<img alt="per-layer relative error of {{ m.label }}" src="data:image/png;base64,{{ m.plot }}">
+</figure>
+{%- endif %}{% endfor %}
+{%- if not any_plot %}<p>No per-layer comparison in this report.</p>{% endif %}
+<h2>Environment</h2>
+<table id="environment">{% for k, v in environment.items() %}
+<tr><th>{{ k }}</th><td class="name">{{ v if v is not none else 'not installed' }}</td></tr>
+{%- endfor %}</table>
+</body></html>
+"""
+
+
+def _layer_plot(m: dict[str, Any]) -> str | None:
+    """Base64 PNG of per-layer max rel (log scale) for the pairs that have layers."""
+    pairs = [p for p in m["pairs"] if p.get("layers")]
+    if not pairs:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # The Figure/Agg canvas API draws off-screen without touching pyplot's global backend.
+    fig = Figure(figsize=(10, 3.4), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    longest = max(pairs, key=lambda p: len(p["layers"]))
+    names = [e["name"] for e in longest["layers"]]
+    index = {n: i for i, n in enumerate(names)}
+    top = _PLOT_FLOOR
+    for p in pairs:
+        errs = [_num(e["max_rel"]) for e in p["layers"]]
+        finite = [e for e in errs if math.isfinite(e)]
+        top = max(top, *finite, _PLOT_FLOOR)
+    ceiling = top * 10
+    for p in pairs:
+        xs = [index.get(e["name"], i) for i, e in enumerate(p["layers"])]
+        ys = [min(max(_num(e["max_rel"]), _PLOT_FLOOR), ceiling)
+              if not math.isnan(_num(e["max_rel"])) else ceiling for e in p["layers"]]
+        line, = ax.plot(xs, ys, marker=".", markersize=3, linewidth=1,
+                        label=f"{p['a']} vs {p['b']}")
+        first = p.get("first_divergent_layer")
+        if first in index:
+            ax.axvline(index[first], color=line.get_color(), linestyle=":", linewidth=1)
+            ax.annotate(first, (index[first], 0.97), xycoords=("data", "axes fraction"),
+                        fontsize=7, rotation=90, va="top", ha="right", color=line.get_color())
+    ax.axhline(m.get("layer_rtol", 1e-4), color="grey", linestyle="--", linewidth=1,
+               label="layer tolerance")
+    ax.set_yscale("log")
+    ax.set_ylabel("max rel error")
+    step = max(1, len(names) // 16)
+    ax.set_xticks(range(0, len(names), step))
+    ax.set_xticklabels(names[::step], rotation=35, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def to_html(report: dict[str, Any]) -> str:
+    """One self-contained page: pass/fail table, per-layer plots, environment."""
+    import jinja2
+
+    pair_names: list[str] = []
+    models = []
+    for m in report["models"]:
+        pairs = {}
+        for p in m["pairs"]:
+            key = f"{p['a']} vs {p['b']}"
+            if key not in pair_names:
+                pair_names.append(key)
+            title = (f"max abs {_fmt(p['max_abs'])}, max rel {_fmt(p['max_rel'])}, cosine "
+                     f"{_num(p['cosine']):.8f}, top-1 {p['top1']:.2f}, top-5 {p['top5']:.2f}")
+            pairs[key] = {**p, "max_rel": _fmt(p["max_rel"]), "title": title}
+        models.append({
+            "label": _model_label(m), "shape": "x".join(str(d) for d in m["input_shape"]),
+            "error": m["error"], "pairs": pairs, "plot": _layer_plot(m),
+            "layer_pairs": [{**p, "count": len(p["layers"])} for p in m["pairs"]
+                            if p.get("layers")],
+        })
+    rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(_HTML).render(
+        passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
+        any_plot=any(m["plot"] for m in models), environment=report["environment"])
+
+
+# --------------------------------------------------------------------------- junit
+
+
+def to_junit(report: dict[str, Any]) -> str:
+    """JUnit XML: one test case per model x pair; a failing pair is a ``<failure>`` with its
+    numbers, a model that could not run an ``<error>``."""
+    cases: list[ET.Element] = []
+    failures = errors = 0
+    for m in report["models"]:
+        classname = f"parity.{m['model']}"
+        suffix = "" if m.get("inputs", NORMAL_INPUTS) == NORMAL_INPUTS else f" [{m['inputs']}]"
+        if m["error"]:
+            case = ET.Element("testcase", classname=classname, name=f"run{suffix}")
+            ET.SubElement(case, "error", message=m["error"], type="ModelError").text = m["error"]
+            cases.append(case)
+            errors += 1
+        for p in m["pairs"]:
+            case = ET.Element("testcase", classname=classname,
+                              name=f"{p['a']} vs {p['b']}{suffix}")
+            if not p["passed"]:
+                failures += 1
+                where = p.get("first_divergent_layer")
+                message = (f"max_rel {_fmt(p['max_rel'])} > rtol {m['rtol']:g}"
+                           + (f"; first divergent layer {where}" if where else ""))
+                if not p.get("nonfinite_match", True):
+                    message = "NaN/Inf positions differ; " + message
+                detail = "\n".join([
+                    f"model: {m['model']} input {m['input_shape']} ({m['inputs']}), "
+                    f"seed {m['seed']}",
+                    f"max_abs: {_fmt(p['max_abs'])}", f"max_rel: {_fmt(p['max_rel'])}",
+                    f"cosine: {_num(p['cosine']):.8f}", f"top1: {p['top1']:.3f}",
+                    f"top5: {p['top5']:.3f}", f"first_divergent_layer: {where}",
+                ])
+                ET.SubElement(case, "failure", message=message, type="ParityFailure").text = (
+                    detail)
+            cases.append(case)
+    total = sum(sum(m.get("seconds", {}).values()) for m in report["models"])
+    suites = ET.Element("testsuites", name="codenn-convert parity", tests=str(len(cases)),
+                        failures=str(failures), errors=str(errors), time=f"{total:.3f}")
+    suite = ET.SubElement(suites, "testsuite", name="parity", tests=str(len(cases)),
+                          failures=str(failures), errors=str(errors), skipped="0",
+                          time=f"{total:.3f}", timestamp=str(report["environment"].get("time")))
+    props = ET.SubElement(suite, "properties")
+    for k, v in report["environment"].items():
+        ET.SubElement(props, "property", name=str(k), value=str(v))
+    suite.extend(cases)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+        tmp.write_text(to_json(report))
     return Path(path)
 
 
 def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write every report form under ``out_dir``."""
+    """Write every report form under ``out_dir`` (each file atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    renders = {"parity.md": to_markdown, "parity.html": to_html, "junit.xml": to_junit}
     written = [write_json(report, out / "parity.json")]
-    with atomic_output(out / "parity.md") as tmp:
-        tmp.write_text(to_markdown(report))
-    written.append(out / "parity.md")
+    for name, render in renders.items():
+        text = render(report)
+        with atomic_output(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(out / name)
     return written
 
 
 def dump(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2)
+    return to_json(report)
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report
