@@ -24,8 +24,8 @@ class ModelSpec:
 
     ``torch_builder`` / ``keras_builder`` are ``"module:function"`` references. The Keras
     builder takes ``input_size=(H, W)`` because Keras models are built for a fixed spatial size.
-    ``init_hook`` optionally names a ``(torch_model, generator) -> None`` function that adjusts
-    the generic realistic initialisation (e.g. small gamma on residual branches).
+    ``init_hooks`` name ``(torch_model, generator) -> None`` functions, applied in order, that
+    adjust the generic realistic initialisation (e.g. small gamma on residual branches).
     ``keras_filter`` optionally names a ``(keras weights) -> keras weights | None`` function
     that renames a foreign Keras file's layers (e.g. keras.applications') to the twin's, or
     returns None when the names are not the ones it knows.
@@ -41,7 +41,7 @@ class ModelSpec:
     default: bool = False
     rtol: float = 1e-5
     builder_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    init_hook: str | None = None
+    init_hooks: tuple[str, ...] = ()
     keras_filter: str | None = None
 
     def builder(self, framework: Framework) -> Callable[..., Any]:

@@ -73,6 +73,9 @@ register_model(
         min_input_size=MIN_INPUT_SIZE,
         num_params=27_161_264,
         default=True,
-        init_hook="models.inception.torch_inception:init_hook",
+        init_hooks=(
+            "codenn_convert.init:positive_batchnorm_shift",
+            "models.inception.torch_inception:calibrate_aux_head",
+        ),
     )
 )

@@ -278,26 +278,7 @@ def inception_v3(
     )
 
 
-def init_hook(model: Inception3, gen: torch.Generator) -> None:
-    """The spec's ``init_hook``: adjust the generic realistic init for InceptionV3.
-
-    * Positive BatchNorm shifts, beta = gamma * U(0.5, 1.5). With zero-mean shifts every
-      conv-BN-ReLU layer multiplies a relative perturbation by about pi / (pi - 1) = 1.47
-      (half the units are off, and the next BN discards the ReLU's mean), so the deep,
-      residual-free trunk turns float32 rounding into ~3e-5 relative noise in the logits
-      (torch float32 vs float64 at 299x299). Trained InceptionV3 is not chaotic like that;
-      mostly active units bring the gain to ~1.1 and float32 noise to ~1e-6.
-    * Calibrated statistics for the aux head (see :func:`calibrate_aux_head`).
-    """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                ratio = torch.empty_like(m.bias).uniform_(0.5, 1.5, generator=gen)
-                m.bias.copy_(m.weight * ratio)
-    calibrate_aux_head(model)
-
-
-def calibrate_aux_head(model: Inception3) -> None:
+def calibrate_aux_head(model: Inception3, gen: torch.Generator | None = None) -> None:
     """Let the init's BatchNorm calibration pass reach the aux head too.
 
     Calibration runs one forward with the model in eval mode (only its BatchNorms in train

@@ -57,6 +57,6 @@ for _name, _variant in VARIANTS.items():
             min_input_size=MIN_INPUT_SIZE,
             num_params=_variant.num_params,
             default=_variant.default,
-            init_hook="models.resnet.torch_resnet:small_residual_gamma",
+            init_hooks=("models.resnet.torch_resnet:small_residual_gamma",),
         )
     )

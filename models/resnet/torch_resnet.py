@@ -162,7 +162,7 @@ def resnet152(*, num_classes: int = 1000) -> ResNet:
 
 
 def small_residual_gamma(model: nn.Module, gen: torch.Generator) -> None:
-    """``init_hook``: draw the last BatchNorm gamma of each residual branch from U(0, 0.2).
+    """Init hook: draw the last BatchNorm gamma of each residual branch from U(0, 0.2).
 
     Trained ResNets have small gammas there (torchvision even zero-inits them with
     ``zero_init_residual``), so each block adds a small correction to the identity path. With

@@ -63,6 +63,8 @@ for _depth, (_cfg, _plain, _with_bn) in _VARIANTS.items():
                 num_params=_params,
                 default=_name == "vgg19",
                 # keras.applications ships VGG16/VGG19 without BN under its own layer names.
+                # Deep and residual-free: see codenn_convert.init.positive_batchnorm_shift.
+                init_hooks=("codenn_convert.init:positive_batchnorm_shift",) if _bn else (),
                 keras_filter=(
                     None if _bn else "models.vgg.keras_applications:keras_applications_filter"
                 ),
