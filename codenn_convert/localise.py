@@ -25,8 +25,10 @@ from __future__ import annotations
 import ast
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -384,10 +386,15 @@ class OnnxProbe:
         model.graph.output.extend(
             helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
             for t in dict.fromkeys(self.tensors.values()) if t not in outputs)
-        blob = model.SerializeToString()
-        del model
-        self.session = onnx_session(blob)
-        del blob
+        # Saved with external data, the weights leave the proto one by one as they are
+        # written, and the session reads them from disk: a serialised copy of the whole
+        # model next to the proto and the session (3x the weights) is never needed.
+        with tempfile.TemporaryDirectory(prefix="codenn-probe-") as tmp:
+            probe_path = Path(tmp) / "probe.onnx"
+            onnx.save_model(model, str(probe_path), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location="probe.onnx.data")
+            del model
+            self.session = onnx_session(probe_path, arena=False)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_layout = onnx_input_layout(inp.shape, input_size)
@@ -422,16 +429,18 @@ class OnnxProbe:
         return out
 
 
-def onnx_session(model: str | os.PathLike[str] | bytes) -> Any:
+def onnx_session(model: str | os.PathLike[str] | bytes, *, arena: bool = True) -> Any:
     """An onnxruntime CPU session with only exact-preserving graph rewrites.
 
     Full optimisation can fuse ops into a different float ordering; we compare the graphs as
-    written.
+    written. ``arena=False`` returns each run's memory when the run ends (ORT's arena keeps
+    its high-water mark, which a probe's run, holding many layer outputs, would raise).
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.enable_cpu_mem_arena = arena
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 

@@ -327,6 +327,27 @@ def verify_inputs(
             view = twins.inference_view(keras_model)
             outputs["keras"] = timed("run keras", lambda: [
                 np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for _, x in inputs])
+        pairs = list(itertools.combinations(order, 2))
+        wanted = _wanted_pairs(layers, pairs)
+        compared: list[dict[tuple[str, str], PairResult]] = [{} for _ in results]
+
+        def compare_ready(label: str) -> None:
+            """Compare the pairs whose outputs are all in; localise those that need it."""
+            ready = [p for p in pairs if p[0] in outputs and p[1] in outputs
+                     and p not in compared[0]]
+            for k, found in enumerate(compared):
+                for a, b in ready:
+                    found[(a, b)] = compare(outputs[a][k], outputs[b][k], rtol=tol,
+                                            names=(a, b))
+            todo = [{p for p in ready if p in wanted or (localise_failures and not
+                                                         found[p].passed)}
+                    for found in compared]
+            if any(todo):
+                timed(label, lambda: _localise_results(
+                    compared, inputs, todo, tmodel, keras_model, files, size, say))
+
+        # torch vs keras first, while nothing but the twins is in memory.
+        compare_ready("layers")
         if "onnx-torch" in runtimes:
             timed("export torch", lambda: export_torch_onnx(tmodel, files["onnx-torch"],
                                                             input_size=size))
@@ -337,25 +358,14 @@ def verify_inputs(
             if name in files:
                 outputs[name] = timed(f"run {name}", lambda p=files[name]: _run_onnx(
                     p, [x for _, x in inputs], size))
-
-        pairs = list(itertools.combinations(order, 2))
-        wanted = _wanted_pairs(layers, pairs)
-        for k, result in enumerate(results):
-            result.pairs = [compare(outputs[a][k], outputs[b][k], rtol=tol, names=(a, b))
-                            for a, b in pairs]
-        todo = [
-            {p for p, r in zip(pairs, result.pairs, strict=True)
-             if p in wanted or (localise_failures and not r.passed)}
-            for result in results
-        ]
-        if any(todo):
-            timed("layers", lambda: _localise_results(
-                results, inputs, todo, tmodel, keras_model, files, size, say))
+        compare_ready("layers onnx")
+    for result, found in zip(results, compared, strict=True):
+        result.pairs = [found[p] for p in pairs]
     return results
 
 
 def _localise_results(
-    results: list[ModelResult],
+    compared: list[dict[tuple[str, str], PairResult]],
     inputs: list[tuple[str, np.ndarray]],
     todo: list[set[tuple[str, str]]],
     tmodel: Any,
@@ -377,12 +387,10 @@ def _localise_results(
     for name in sorted(involved - probes.keys()):
         say(f"layers: reading {name}")
         probes[name] = loc.OnnxProbe(files[name], layers, input_size=size)
-    for result, (_, x), pairs in zip(results, inputs, todo, strict=True):
+    for found, (_, x), pairs in zip(compared, inputs, todo, strict=True):
         if not pairs:
             continue
-        found = loc.localise(probes, sorted(pairs), layers, x, tol=result.layer_rtol,
-                             progress=say)
-        for p in result.pairs:
-            if (p.a, p.b) in found:
-                p.layers = found[(p.a, p.b)].layers
-                p.first_divergent_layer = found[(p.a, p.b)].first_divergent_layer
+        located = loc.localise(probes, sorted(pairs), layers, x, progress=say)
+        for pair, where in located.items():
+            found[pair].layers = where.layers
+            found[pair].first_divergent_layer = where.first_divergent_layer
