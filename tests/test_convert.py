@@ -69,17 +69,22 @@ def test_written_keras_file_loads_in_keras_with_the_same_values(alexnet_pt: Path
     assert isinstance(model, keras.Model)
 
 
-def test_batchnorm_counters_survive_the_keras_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["resnet50", "inception_v3"])
+def test_batchnorm_models_round_trip_through_keras_files(tmp_path: Path, name: str) -> None:
+    """torchvision-layout file -> .weights.h5 -> .pt: bit-identical, BN counters included
+    (InceptionV3's aux head too), and in torchvision's key order."""
     from codenn_convert.init import realistic_state
 
-    state = realistic_state("resnet18", seed=3)
-    src = tmp_path / "r.safetensors"
-    checkpoint.save_torch_state(state, src)
-    convert_checkpoint("resnet18", src, tmp_path / "r.weights.h5")
-    convert_checkpoint("resnet18", tmp_path / "r.weights.h5", tmp_path / "back.pt")
+    state = realistic_state(name, seed=3)
+    src = tmp_path / "r.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, src)
+    convert_checkpoint(name, src, tmp_path / "r.weights.h5")
+    convert_checkpoint(name, tmp_path / "r.weights.h5", tmp_path / "back.pt")
     back = checkpoint.load_torch_state(tmp_path / "back.pt")
     _assert_same_state(back, state)
-    assert int(back["bn1.num_batches_tracked"]) > 0
+    assert list(back) == list(state)
+    assert all(int(v) > 0 for k, v in back.items() if k.endswith("num_batches_tracked"))
+    torch_twin(name, back)  # strict=True
 
 
 def test_wrong_architecture_lists_missing_and_unexpected(alexnet_pt: Path, tmp_path: Path
