@@ -71,6 +71,8 @@ class MappedLayer:
     shape: tuple[int, ...]  # (C, H, W) or (F,)
     #: Set when the Keras output is a flattening of an (H, W, C) map (torch flattens C, H, W).
     flatten_hwc: tuple[int, int, int] | None = None
+    kind: str = ""  # the Keras layer class (``Conv2D``, ``BatchNormalization``, ...)
+    source: str | None = None  # the layer feeding it, if it has exactly one input
 
     def nbytes(self, batch: int) -> int:
         return 4 * batch * int(np.prod(self.shape))
@@ -85,7 +87,8 @@ class Localisation:
 
 
 class Probe(Protocol):
-    """A runtime that can return the outputs of named layers for its (fixed) input batch."""
+    """A runtime that returns the outputs of named layers (``names``: those it can see) for
+    an NCHW batch, in torch layout."""
 
     names: frozenset[str]
 
@@ -177,10 +180,13 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
         if calls[name] != 1:
             continue
         dims = tuple(int(d) for d in layer.output.shape[1:])
+        inbound = layer._inbound_nodes[0].input_tensors if layer._inbound_nodes else []
+        source = inbound[0]._keras_history.operation.name if len(inbound) == 1 else None
+        kind = type(layer).__name__
         if len(dims) == 3:
-            out.append(MappedLayer(name, (dims[2], dims[0], dims[1])))
+            out.append(MappedLayer(name, (dims[2], dims[0], dims[1]), kind=kind, source=source))
         else:
-            out.append(MappedLayer(name, dims, _hwc_flatten_source(layer)))
+            out.append(MappedLayer(name, dims, _hwc_flatten_source(layer), kind, source))
     return out
 
 
@@ -314,6 +320,9 @@ def _name_scopes(node: Any) -> list[str] | None:
 
 _TF_SUFFIX = re.compile(r"(.+)_\d+")
 
+#: How an ONNX graph names its nodes after the model's layers (see find_layer_tensors).
+Flavour = Literal["torch", "torchscript", "tf2onnx"]
+
 
 def _keras_scope(node_name: str, wanted: set[str]) -> str | None:
     """The Keras layer a tf2onnx node belongs to: the first name-scope component that is a
@@ -327,31 +336,59 @@ def _keras_scope(node_name: str, wanted: set[str]) -> str | None:
     return None
 
 
-def find_layer_tensors(graph: Any, names: Sequence[str]) -> tuple[dict[str, str], str]:
+def _torchscript_paths(node_name: str) -> list[str]:
+    """Module paths enclosing a node of torch's TorchScript exporter, outermost first.
+
+    Its names nest attribute names, except that a container's child is named with the
+    container's attribute: ``/layer2/layer2.0/downsample/downsample.0/Conv`` is in
+    ``layer2``, ``layer2.0``, ``layer2.0.downsample``, ``layer2.0.downsample.0``.
+    """
+    parts = node_name.split("/")[1:-1]
+    paths: list[str] = []
+    for k, part in enumerate(parts):
+        child_of_container = k > 0 and part.startswith(parts[k - 1] + ".")
+        base = paths[-2] if child_of_container and k > 1 else (
+            "" if child_of_container else (paths[-1] if paths else ""))
+        paths.append(f"{base}.{part}" if base else part)
+    return paths
+
+
+def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
+                       ) -> tuple[dict[str, str], Flavour]:
     """Map layer names to the ONNX tensors holding their outputs.
 
-    Returns ``({layer: tensor}, flavour)`` with flavour ``"torch"`` (dynamo metadata) or
-    ``"tf2onnx"`` (name scopes). A layer's output is the last tensor its nodes produce that
-    is used outside them (or is a graph output).
+    The flavour says how nodes are tied to layers: ``"torch"``, the dynamo exporter's
+    ``pkg.torch.onnx.name_scopes`` metadata; ``"torchscript"``, the older exporter's
+    ``/module/path/Op`` node names; ``"tf2onnx"``, TF name scopes (``layer1.0.conv1_1/...``)
+    or, for nodes tf2onnx renamed, the Keras variable they read (``features.0/kernel``).
+    A layer's output is the last tensor its nodes produce that is used outside them (or is a
+    graph output). A BatchNorm with no node of its own was folded into the conv feeding it,
+    so that conv's tensor is the BatchNorm's output, and the conv's own is not in the graph.
     """
-    wanted = set(names)
+    wanted = {m.name for m in layers}
     weights = {t.name for t in graph.initializer}
-    owner: dict[int, str | None] = {}
     scoped = [_name_scopes(n) for n in graph.node]
-    flavour = "torch" if any(s is not None for s in scoped) else "tf2onnx"
+    flavour: Flavour
+    if any(s is not None for s in scoped):
+        flavour = "torch"
+    elif graph.node and sum(n.name.startswith("/") for n in graph.node) * 2 > len(graph.node):
+        flavour = "torchscript"
+    else:
+        flavour = "tf2onnx"
+    owner: dict[int, str | None] = {}
     for i, node in enumerate(graph.node):
-        if flavour == "torch":
-            scopes = scoped[i] or []
-            # The last entry is the FX op's own name (``relu_3``), not a module.
-            inner = [s for s in scopes[:-1] if s in wanted]
-            owner[i] = inner[-1] if inner else None
-        else:
+        if flavour == "tf2onnx":
             # tf2onnx renames some nodes it rewrites (a Conv fused with its BiasAdd becomes
             # ``Conv__199``); such a node still reads its layer's kernel, which the export
             # names after the Keras variable path (``features.0/kernel``).
             owner[i] = _keras_scope(node.name, wanted) or next(
                 (s for t in node.input if t in weights
                  for s in [_keras_scope(t, wanted)] if s), None)
+            continue
+        # The dynamo scopes' last entry is the FX op's own name (``relu_3``), not a module.
+        paths = (scoped[i] or [])[:-1] if flavour == "torch" else _torchscript_paths(node.name)
+        inner = [p for p in paths if p in wanted]
+        owner[i] = inner[-1] if inner else None
     consumers: dict[str, set[str | None]] = {}
     for i, node in enumerate(graph.node):
         for t in node.input:
@@ -365,6 +402,9 @@ def find_layer_tensors(graph: Any, names: Sequence[str]) -> tuple[dict[str, str]
         for t in node.output:
             if t and (t in graph_outputs or consumers.get(t, set()) - {layer}):
                 found[layer] = t  # graph order is topological: the last one wins
+    for m in layers:
+        if m.kind == "BatchNormalization" and m.name not in found and m.source in found:
+            found[m.name] = found.pop(m.source)
     return found, flavour
 
 
@@ -377,14 +417,14 @@ class OnnxProbe:
     def __init__(self, path: str | os.PathLike[str], layers: Sequence[MappedLayer], *,
                  input_size: tuple[int, int]) -> None:
         import onnx
-        from onnx import TensorProto, helper
 
         model = onnx.load(str(path))
-        self.tensors, self.flavour = find_layer_tensors(model.graph, [m.name for m in layers])
+        self.tensors, self.flavour = find_layer_tensors(model.graph, layers)
         self.layers = {m.name: m for m in layers if m.name in self.tensors}
         outputs = {o.name for o in model.graph.output}
+        # Untyped outputs: onnxruntime infers them, whatever the graph's float type is.
         model.graph.output.extend(
-            helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+            onnx.ValueInfoProto(name=t)
             for t in dict.fromkeys(self.tensors.values()) if t not in outputs)
         # Saved with external data, the weights leave the proto one by one as they are
         # written, and the session reads them from disk: a serialised copy of the whole
@@ -395,30 +435,28 @@ class OnnxProbe:
                             all_tensors_to_one_file=True, location="probe.onnx.data")
             del model
             self.session = onnx_session(probe_path, arena=False)
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_layout = onnx_input_layout(inp.shape, input_size)
+        self.input_layout = onnx_input_layout(self.session.get_inputs()[0].shape, input_size)
         self.names = frozenset(self.layers)
 
     def _layout(self, y: np.ndarray, layer: MappedLayer) -> Layout | None:
         """The layout of one intermediate tensor, from its shape (None if undecidable)."""
+        if y.ndim == 4 and len(layer.shape) == 1:  # a 1x1 map for the other twin's vector
+            return "NCHW" if y.shape[2:] == (1, 1) else "NHWC"
         if y.ndim != 4 or len(layer.shape) != 3:
-            # Vectors: a tf2onnx graph keeps Keras's H,W,C flattening, a torch graph C,H,W.
+            # Vectors: a tf2onnx graph keeps Keras's H,W,C flattening, torch graphs C,H,W.
             return "NHWC" if self.flavour == "tf2onnx" else "NCHW"
         c, h, w = layer.shape
         nchw, nhwc = y.shape[1:] == (c, h, w), y.shape[1:] == (h, w, c)
         if nchw and nhwc:
-            # c == h == w. The torch exporter never changes layouts; tf2onnx moves its
+            # c == h == w. The torch exporters never change layouts; tf2onnx moves its
             # transposes around, and a square map with as many channels cannot tell which.
-            return "NCHW" if self.flavour == "torch" else None
+            return None if self.flavour == "tf2onnx" else "NCHW"
         return "NHWC" if nhwc else "NCHW"
 
     def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
         names = list(names)
         tensors = list(dict.fromkeys(self.tensors[n] for n in names))
-        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if self.input_layout == "NHWC"
-                                    else x)
-        values = dict(zip(tensors, self.session.run(tensors, {self.input_name: feed}),
+        values = dict(zip(tensors, run_onnx(self.session, tensors, x, self.input_layout),
                           strict=True))
         out = {}
         for n in names:
@@ -427,6 +465,27 @@ class OnnxProbe:
             if layout is not None:
                 out[n] = to_torch_layout(y, self.layers[n], layout)
         return out
+
+
+def run_onnx(session: Any, outputs: Sequence[str] | None, x: np.ndarray, layout: Layout
+             ) -> list[np.ndarray]:
+    """Run ``session`` on the NCHW batch ``x`` (transposed if it takes NHWC).
+
+    A graph exported with a fixed batch size (torch's TorchScript exporter fixes it) gets
+    the batch in slices of that size, the outputs concatenated.
+    """
+    from codenn_convert.errors import UsageError
+
+    inp = session.get_inputs()[0]
+    feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if layout == "NHWC" else x)
+    step = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
+    if len(x) % step:
+        raise UsageError(f"the ONNX graph takes batches of exactly {step}; the batch has "
+                         f"{len(x)} samples (use --batch {step})")
+    parts = [session.run(outputs, {inp.name: feed[i:i + step]})
+             for i in range(0, len(x), step)]
+    return [np.concatenate(ys) if len(parts) > 1 else np.asarray(ys[0])
+            for ys in zip(*parts, strict=True)]
 
 
 def onnx_session(model: str | os.PathLike[str] | bytes, *, arena: bool = True) -> Any:

@@ -148,16 +148,12 @@ def _onnx_runtime_names(files: Sequence[str | os.PathLike[str]]) -> dict[str, Pa
 def _run_onnx(path: Path, batches: Sequence[np.ndarray], input_size: tuple[int, int]
               ) -> list[np.ndarray]:
     """The first output of ``path`` on each NCHW batch (fed as NHWC if the graph takes it)."""
-    from codenn_convert.localise import onnx_session
+    from codenn_convert.localise import onnx_session, run_onnx
 
     sess = onnx_session(path)
-    inp = sess.get_inputs()[0]
-    nhwc = onnx_input_layout(inp.shape, input_size) == "NHWC"
-    out = []
-    for x in batches:
-        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x)
-        out.append(np.asarray(sess.run(None, {inp.name: feed})[0]))
-    return out
+    layout = onnx_input_layout(sess.get_inputs()[0].shape, input_size)
+    first = [sess.get_outputs()[0].name]
+    return [run_onnx(sess, first, x, layout)[0] for x in batches]
 
 
 def _sources(

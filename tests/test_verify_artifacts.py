@@ -175,3 +175,36 @@ def test_cli_per_side_weights_and_layers(files: dict[str, Path], tmp_path: Path)
         assert pairs[("torch", "keras")]["first_divergent_layer"] == FAULT
         assert pairs[("torch", "onnx:clean_nhwc.onnx")]["passed"]
         assert pairs[("keras", "onnx:clean_nhwc.onnx")]["first_divergent_layer"] == FAULT
+
+
+def test_torchscript_exported_file_with_fixed_batch_and_folded_batchnorm(tmp_path: Path) -> None:
+    """torch's older exporter: ``/layer1/layer1.0/conv1/Conv`` node names, BatchNorm folded
+    into the conv before it, a batch fixed at 1 (run in slices)."""
+    import warnings
+
+    import torch
+
+    from codenn_convert.twins import torch_twin
+
+    state = realistic_state("resnet18", seed=3)
+    checkpoint.save_torch_state(state, tmp_path / "r18.safetensors")
+    bad = {k: v.copy() for k, v in state.items()}
+    bad["layer2.1.bn1.running_var"][4] *= 1.5
+    for name, weights in (("ts.onnx", state), ("ts_bad.onnx", bad)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(torch_twin("resnet18", weights), (torch.zeros(1, 3, *SIZE),),
+                              str(tmp_path / name), dynamo=False, input_names=["input"])
+    r = verify("resnet18", weights=tmp_path / "r18.safetensors", input_size=SIZE,
+               runtimes=("torch",), layers=True,
+               onnx=[tmp_path / "ts.onnx", tmp_path / "ts_bad.onnx"])
+    by_pair = {(p.a, p.b): p for p in r.pairs}
+    good = by_pair[("torch", "onnx:ts.onnx")]
+    assert good.passed and good.first_divergent_layer is None
+    names = [e.name for e in good.layers]
+    # The folded BatchNorms are compared (their convs are not in the graph), the shared
+    # block ReLUs are not (torch calls them twice), the stem and head are.
+    assert {"bn1", "layer2.1.bn1", "layer3.0.downsample.1", "fc"} <= set(names)
+    assert "layer1.0.conv1" not in names and "layer1.0.relu" not in names
+    bad_pair = by_pair[("torch", "onnx:ts_bad.onnx")]
+    assert not bad_pair.passed and bad_pair.first_divergent_layer == "layer2.1.bn1"
