@@ -169,13 +169,15 @@ def verify(
     keras_weights: Annotated[Path | None, typer.Option(
         "--keras-weights", help="Checkpoint for the Keras side (keras, onnx-keras).")] = None,
     onnx: Annotated[list[Path] | None, typer.Option(
-        "--onnx", help="ONNX file (NCHW or NHWC input) to compare too, as runtime "
+        "--onnx", metavar="FILE.onnx",
+        help="ONNX file (NCHW or NHWC input) to compare too, as runtime "
         "onnx:<file name>; repeatable.")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")] = 0,
     input_size: InputSize = None,
     image: Annotated[list[Path] | None, typer.Option(
-        "--image", help="Also check on this photo (ImageNet pre-processing); repeatable.")
+        "--image", metavar="PHOTO",
+        help="Also check on this photo (ImageNet pre-processing); repeatable.")
     ] = None,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Compare every mapped layer of every pair (failing pairs always "
