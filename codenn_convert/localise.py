@@ -409,9 +409,13 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
 
 
 class OnnxProbe:
-    """Outputs of layers in an ONNX graph, exposed as extra graph outputs of one session.
+    """Outputs of layers in an ONNX graph, exposed as extra graph outputs.
 
-    The input layout (NCHW or NHWC) is read from the graph's input shape.
+    The weights are written once to a private external-data file; each run builds a session
+    whose extra outputs are just the layers asked for, and drops it afterwards. So no
+    session outlives its chunk (several probes never hold their weights all at once), and
+    onnxruntime keeps no other layers' outputs alive during a run. The input layout (NCHW
+    or NHWC) is read from the graph's input shape.
     """
 
     def __init__(self, path: str | os.PathLike[str], layers: Sequence[MappedLayer], *,
@@ -421,22 +425,22 @@ class OnnxProbe:
         model = onnx.load(str(path))
         self.tensors, self.flavour = find_layer_tensors(model.graph, layers)
         self.layers = {m.name: m for m in layers if m.name in self.tensors}
-        outputs = {o.name for o in model.graph.output}
-        # Untyped outputs: onnxruntime infers them, whatever the graph's float type is.
-        model.graph.output.extend(
-            onnx.ValueInfoProto(name=t)
-            for t in dict.fromkeys(self.tensors.values()) if t not in outputs)
-        # Saved with external data, the weights leave the proto one by one as they are
-        # written, and the session reads them from disk: a serialised copy of the whole
-        # model next to the proto and the session (3x the weights) is never needed.
-        with tempfile.TemporaryDirectory(prefix="codenn-probe-") as tmp:
-            probe_path = Path(tmp) / "probe.onnx"
-            onnx.save_model(model, str(probe_path), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location="probe.onnx.data")
-            del model
-            self.session = onnx_session(probe_path, arena=False)
-        self.input_layout = onnx_input_layout(self.session.get_inputs()[0].shape, input_size)
         self.names = frozenset(self.layers)
+        inp = model.graph.input[0]
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param
+                 for d in inp.type.tensor_type.shape.dim]
+        self.input_layout = onnx_input_layout(shape, input_size)
+        # Saving with external data moves each weight out of the proto as it is written:
+        # what stays in memory is the graph alone.
+        self._dir = tempfile.TemporaryDirectory(prefix="codenn-probe-")
+        onnx.save_model(model, str(Path(self._dir.name) / "model.onnx"),
+                        save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="weights.data")
+        self._graph = model
+
+    def close(self) -> None:
+        """Remove the probe's weight file (also done when the probe is garbage-collected)."""
+        self._dir.cleanup()
 
     def _layout(self, y: np.ndarray, layer: MappedLayer) -> Layout | None:
         """The layout of one intermediate tensor, from its shape (None if undecidable)."""
@@ -454,10 +458,22 @@ class OnnxProbe:
         return "NHWC" if nhwc else "NCHW"
 
     def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        import onnx
+
         names = list(names)
         tensors = list(dict.fromkeys(self.tensors[n] for n in names))
-        values = dict(zip(tensors, run_onnx(self.session, tensors, x, self.input_layout),
+        chunk = onnx.ModelProto()
+        chunk.CopyFrom(self._graph)
+        outputs = {o.name for o in chunk.graph.output}
+        # Untyped outputs: onnxruntime infers them, whatever the graph's float type is.
+        chunk.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors
+                                  if t not in outputs)
+        path = Path(self._dir.name) / "chunk.onnx"  # beside the weights it refers to
+        onnx.save_model(chunk, str(path))
+        session = onnx_session(path, arena=False)
+        values = dict(zip(tensors, run_onnx(session, tensors, x, self.input_layout),
                           strict=True))
+        del session
         out = {}
         for n in names:
             y = np.asarray(values[self.tensors[n]])
