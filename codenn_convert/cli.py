@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from codenn_convert.errors import CodennError
 
@@ -30,10 +31,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Rich assumes 80 columns when not on a terminal; CI logs are wider, and numbers must not be
+# truncated there.
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 _STATE = {"debug": False}
 
+Options = Annotated[
+    list[str] | None,
+    typer.Option("--option", metavar="KEY=VALUE",
+                 help="Builder option for both twins, e.g. transform_input=true; repeatable."),
+]
 InputSize = Annotated[
     tuple[int, int] | None,
     typer.Option("--input-size", metavar="H W", help="Spatial input size (default: model's)."),
@@ -102,12 +110,15 @@ def convert(
     src: Annotated[Path, typer.Argument(
         help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
     dst: Annotated[Path, typer.Argument(help="Destination checkpoint; format from extension.")],
+    option: Options = None,
 ) -> None:
     """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
     from codenn_convert.convert import convert_checkpoint
+    from codenn_convert.registry import parse_options
 
     with err.status(f"converting {src} -> {dst}"):
-        res = convert_checkpoint(model, src, dst)
+        res = convert_checkpoint(model, src, dst,
+                                 options=parse_options(model, option or []))
     out.print(f"wrote {res.dst} ({res.dst_layout} layout, {res.tensors} tensors) "
               f"in {res.seconds:.2f} s", highlight=False)
 
@@ -123,26 +134,32 @@ def export(
     input_size: InputSize = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 18,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+    option: Options = None,
 ) -> None:
     """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
     from codenn_convert.export import export_onnx
+    from codenn_convert.registry import parse_options
 
+    options = parse_options(model, option or [])
     with err.status(f"exporting {model} ({framework}) to {output}"):
         path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
-                           input_size=input_size, opset=opset, seed=seed)
+                           input_size=input_size, opset=opset, seed=seed, options=options)
     out.print(f"wrote {path}", highlight=False)
 
 
 def _print_result(result: Any, *, show_layers: bool = False) -> None:
     inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
-    table = Table("pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status",
+    # Borderless and unwrapped, so the numbers stay whole in narrow logs.
+    table = Table(*(Column(h, no_wrap=True) for h in (
+        "pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status")),
+                  box=box.SIMPLE_HEAD,
                   title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
     for p in result.pairs:
         status = "[green]pass[/]" if p.passed else "[red]FAIL[/]"
         if p.first_divergent_layer:
             status += f" at {p.first_divergent_layer}"
         table.add_row(f"{p.a} vs {p.b}", f"{p.max_abs:.2e}", f"{p.max_rel:.2e}",
-                      f"{p.cosine:.8f}", f"{p.top1:.2f}", f"{p.top5:.2f}", status)
+                      f"{p.cosine:.6f}", f"{p.top1:.2f}", f"{p.top5:.2f}", status)
     out.print(table)
     for p in result.pairs:
         if p.layers and (show_layers or not p.passed):
@@ -189,13 +206,16 @@ def verify(
     rtol: Annotated[float | None, typer.Option("--rtol", help="Tolerance on max rel error "
                                                "(default: the model's, 1e-5 for float32).")
                     ] = None,
+    option: Options = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
     files); compare all pairs and name the first divergent layer of a failing one."""
     from codenn_convert import report as rep
     from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.registry import parse_options
     from codenn_convert.verify import verify_inputs
 
+    options = parse_options(model, option or [])
     if json_path is not None:
         ensure_writable(json_path)
     with err.status(f"verifying {model}") as status:
@@ -203,7 +223,7 @@ def verify(
             model, weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
             onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
             images=image or (), layers=layers, work_dir=keep_onnx, rtol=rtol,
-            progress=lambda msg: status.update(msg))
+            options=options, progress=lambda msg: status.update(msg))
     for result in results:
         _print_result(result, show_layers=layers)
     data = rep.build_report(results)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from codenn_convert import checkpoint, mapper
 from codenn_convert.errors import UsageError
@@ -25,14 +27,16 @@ class ConvertResult:
 
 
 def convert_checkpoint(
-    model: str, src: str | os.PathLike[str], dst: str | os.PathLike[str]
+    model: str, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+    *, options: Mapping[str, Any] | None = None,
 ) -> ConvertResult:
     """Convert ``src`` to ``dst`` for ``model``.
 
     ``.pt``/``.pth``/``.safetensors`` hold the torch layout and ``.weights.h5`` the Keras one;
     the direction follows from the two. The source is checked against the architecture
     (missing/unexpected keys, shapes) before anything is written, and ``dst`` is replaced
-    atomically, so a failure leaves an existing file intact.
+    atomically, so a failure leaves an existing file intact. ``options`` go to both twin
+    builders (e.g. ``{"aux_logits": False}`` for an InceptionV3 checkpoint without aux head).
     """
     from codenn_convert import twins
     from codenn_convert.registry import get_model, get_spec
@@ -49,7 +53,8 @@ def convert_checkpoint(
     if not src.is_file():
         raise UsageError(f"checkpoint not found: {src}")
 
-    keras_model = get_model(model, "keras")
+    options = dict(options or {})
+    keras_model = get_model(model, "keras", **options)
     state = twins.load_state(model, src, keras_model=keras_model)
     if dst_layout == "keras":
         weights, tracked = mapper.torch_to_keras(
@@ -58,7 +63,7 @@ def convert_checkpoint(
         checkpoint.save_keras_model_weights(keras_model, dst, tracked)
         tensors = sum(len(v) for v in weights.values())
     else:
-        checkpoint.save_torch_state(twins.torch_key_order(model, state), dst)
+        checkpoint.save_torch_state(twins.torch_key_order(model, state, **options), dst)
         tensors = len(state)
     return ConvertResult(
         model=model, src=str(src), dst=str(dst), src_layout=src_layout, dst_layout=dst_layout,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,13 @@ def export_onnx(
     input_size: tuple[int, int] | None = None,
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
+    options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export the ``framework`` twin of ``model`` to ``output``.
 
     ``weights`` may be a torch- or Keras-layout checkpoint; without it the seeded realistic
-    random weights are used.
+    random weights are used. ``options`` go to the twin builders (e.g. InceptionV3's
+    ``transform_input``).
     """
     from codenn_convert import twins
     from codenn_convert.checkpoint import ensure_writable
@@ -87,15 +90,16 @@ def export_onnx(
     if not str(output).endswith(".onnx"):
         raise UsageError(f"output must be an .onnx file, got {output}")
     ensure_writable(output)
-    keras_model = twins.get_model(model, "keras", input_size=size) if (
+    opts = dict(options or {})
+    keras_model = twins.get_model(model, "keras", input_size=size, **opts) if (
         framework == "keras" or weights is not None) else None
     state = (
         twins.load_state(model, weights, keras_model=keras_model)
-        if weights is not None else realistic_state(model, seed)
+        if weights is not None else realistic_state(model, seed, **opts)
     )
     if framework == "torch":
         return export_torch_onnx(
-            twins.torch_twin(model, state), output, input_size=size, opset=opset
+            twins.torch_twin(model, state, **opts), output, input_size=size, opset=opset
         )
     from codenn_convert import mapper
 

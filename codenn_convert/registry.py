@@ -7,7 +7,8 @@ listing models (``codenn list``) never imports torch or TensorFlow.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -99,6 +100,42 @@ def get_spec(name: str) -> ModelSpec:
     except KeyError:
         known = ", ".join(_REGISTRY)
         raise UsageError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def _option_value(text: str) -> bool | int | float | str:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` builder options (e.g. ``transform_input=true``) for both twins.
+
+    Only keywords that *both* builders accept are allowed (``input_size`` is the verifier's),
+    so an option can never change one twin and silently not the other.
+    """
+    spec = get_spec(name)
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"option {item!r} is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = _option_value(value.strip())
+    if options:
+        accepted = set.intersection(*(
+            set(inspect.signature(spec.builder(fw)).parameters) - {"input_size"}
+            for fw in FRAMEWORKS))
+        unknown = sorted(options.keys() - accepted)
+        if unknown:
+            raise UsageError(f"unknown option(s) {', '.join(unknown)} for {name}; accepted: "
+                             f"{', '.join(sorted(accepted)) or 'none'}")
+    return options
 
 
 def get_model(

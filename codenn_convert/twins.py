@@ -23,7 +23,8 @@ def keras_plan(model: Any) -> list[mapper.LayerPlan]:
 
 
 def load_state(
-    name: str, path: str | os.PathLike[str], *, keras_model: Any | None = None
+    name: str, path: str | os.PathLike[str], *, keras_model: Any | None = None,
+    **options: Any,
 ) -> TorchState:
     """Read a checkpoint of either layout into a checked torch-layout state.
 
@@ -31,7 +32,7 @@ def load_state(
     A Keras file whose layer names are not the twin's goes through the spec's
     ``keras_filter`` (e.g. keras.applications names) when it has one and it recognises them.
     """
-    kmodel = keras_model if keras_model is not None else get_model(name, "keras")
+    kmodel = keras_model if keras_model is not None else get_model(name, "keras", **options)
     plan = keras_plan(kmodel)
     if checkpoint.layout_of(path) == "keras":
         weights, tracked = checkpoint.read_keras_weights(path)
@@ -45,7 +46,7 @@ def load_state(
     return state
 
 
-def torch_key_order(name: str, state: TorchState) -> TorchState:
+def torch_key_order(name: str, state: TorchState, **options: Any) -> TorchState:
     """``state`` with its keys in the torch twin's (torchvision's) order.
 
     The mapper walks Keras layers, whose order can differ (ResNet's downsample, Inception's
@@ -55,7 +56,7 @@ def torch_key_order(name: str, state: TorchState) -> TorchState:
     import torch
 
     with torch.device("meta"):
-        order = list(get_model(name, "torch").state_dict())
+        order = list(get_model(name, "torch", **options).state_dict())
     return {k: state[k] for k in order if k in state} | state
 
 

@@ -21,7 +21,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ class ModelResult:
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     layer_rtol: float = LAYER_RTOL
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -200,6 +201,7 @@ def verify(
     layers: bool | Collection[tuple[str, str]] = False,
     localise_failures: bool = True,
     image: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> ModelResult:
     """Run one batch through every runtime and compare all pairs.
 
@@ -211,7 +213,7 @@ def verify(
         onnx=onnx, batch=batch, seed=seed, input_size=input_size, runtimes=runtimes,
         work_dir=work_dir, rtol=rtol, progress=progress, layers=layers,
         localise_failures=localise_failures, normal=image is None,
-        images=() if image is None else (image,),
+        images=() if image is None else (image,), options=options,
     )[0]
 
 
@@ -233,6 +235,7 @@ def verify_inputs(
     localise_failures: bool = True,
     normal: bool = True,
     images: Sequence[str | os.PathLike[str]] = (),
+    options: Mapping[str, Any] | None = None,
 ) -> list[ModelResult]:
     """Verify ``model`` on the seeded batch (if ``normal``) and on each photo in ``images``.
 
@@ -244,6 +247,7 @@ def verify_inputs(
       none: seeded realistic random weights.
     * ``onnx``: ONNX files (NCHW or NHWC input) compared as runtimes ``onnx:<file name>``.
     * ``runtimes``: which of our four runtimes to run.
+    * ``options``: builder options for both twins (e.g. ``{"transform_input": True}``).
     * ``layers``: compare every mapped layer of all pairs (True) or of the given pairs; with
       ``localise_failures`` every failing pair is localised as well.
 
@@ -274,8 +278,9 @@ def verify_inputs(
     if normal:
         inputs.append((NORMAL_INPUTS, seeded_batch(batch, size, seed)))
     inputs += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
+    opts = dict(options or {})
     results = [ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol,
-                           inputs=label) for label, x in inputs]
+                           inputs=label, options=opts) for label, x in inputs]
     outputs: dict[str, list[np.ndarray]] = {}
     order = [r for r in RUNTIMES if r in runtimes] + list(user_onnx)
 
@@ -293,17 +298,17 @@ def verify_inputs(
         files = {"onnx-torch": out_dir / f"{model}.torch.onnx",
                  "onnx-keras": out_dir / f"{model}.keras.onnx", **user_onnx}
 
-        keras_model = timed("build keras", lambda: twins.get_model(model, "keras",
-                                                                   input_size=size))
+        keras_model = timed("build keras", lambda: twins.get_model(
+            model, "keras", input_size=size, **opts))
 
         def state_of(src: str | os.PathLike[str] | None) -> twins.TorchState:
             if src is None:
-                return realistic_state(model, seed)
+                return realistic_state(model, seed, **opts)
             return twins.load_state(model, src, keras_model=keras_model)
 
         # Both twins stay built to the end: localisation runs them again, layer by layer.
         torch_state = timed("weights", lambda: state_of(torch_src))
-        tmodel = twins.torch_twin(model, torch_state)
+        tmodel = twins.torch_twin(model, torch_state, **opts)
         keras_state = torch_state if keras_src == torch_src else timed(
             "keras weights", lambda: state_of(keras_src))
         del torch_state

@@ -63,3 +63,16 @@ def test_min_input_size_is_tight(name: str) -> None:
         model(torch.zeros(1, 3, h, w, device="meta"))
         with pytest.raises(RuntimeError):
             model(torch.zeros(1, 3, h - 1, w - 1, device="meta"))
+
+
+def test_options_parse_for_both_twins() -> None:
+    from codenn_convert.registry import parse_options
+
+    assert parse_options("inception_v3", ["transform_input=true", "num_classes=10",
+                                          "dropout=0.25"]) == {
+        "transform_input": True, "num_classes": 10, "dropout": 0.25}
+    assert parse_options("alexnet", []) == {}
+    with pytest.raises(UsageError, match="unknown option.*transform_input.*accepted:.*dropout"):
+        parse_options("alexnet", ["transform_input=true"])
+    with pytest.raises(UsageError, match="not KEY=VALUE"):
+        parse_options("alexnet", ["dropout"])

@@ -70,3 +70,28 @@ def test_alexnet_all_six_pairs_at_an_odd_size() -> None:
     for p in r.pairs:
         assert p.passed and p.max_rel <= 1e-5 and p.top1 == 1.0, p
     assert r.passed and r.input_shape == [2, 3, 71, 103]
+
+
+def test_builder_options_reach_both_twins_and_the_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """InceptionV3's transform_input reaches every runtime: verify passes with it on, it is
+    recorded, and exported graphs with it on agree with each other but not with it off."""
+    import onnxruntime as ort
+
+    from codenn_convert.export import export_onnx
+
+    on = verify("inception_v3", input_size=(75, 75), seed=2,
+                options={"transform_input": True}, runtimes=("torch", "keras", "onnx-keras"))
+    assert on.passed and on.options == {"transform_input": True}
+    assert on.to_dict()["options"] == {"transform_input": True}
+
+    x = seeded_batch(2, (75, 75), seed=4)
+    logits = {}
+    for fw, opts in (("torch", {"transform_input": True}), ("keras", {"transform_input": True}),
+                     ("torch", {})):
+        path = tmp_path / f"{fw}{len(opts)}.onnx"
+        export_onnx("inception_v3", fw, path, input_size=(75, 75), options=opts)  # type: ignore[arg-type]
+        logits[(fw, bool(opts))] = ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+    ref = logits[("torch", True)]
+    scale = np.abs(ref).max()
+    assert np.abs(logits[("keras", True)] - ref).max() / scale <= 1e-5
+    assert np.abs(logits[("torch", False)] - ref).max() / scale > 1e-3
