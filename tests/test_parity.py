@@ -1,4 +1,4 @@
-"""Full-size four-runtime parity of every default model (marked ``parity``: slow).
+"""Full-size four-runtime parity of every registered model (marked ``parity``: slow).
 
 Select with ``pytest -m parity``; ``make test`` runs them too.
 """
@@ -19,8 +19,8 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.parity
 
 
-@pytest.mark.parametrize("name", list_models(default_only=True))
-def test_default_model_passes_all_six_pairs_at_full_size(name: str) -> None:
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_passes_all_six_pairs_at_full_size(name: str) -> None:
     result = verify(name, batch=2, seed=0)
     assert result.input_shape == [2, 3, *get_spec(name).input_size]
     assert len(result.pairs) == 6
