@@ -50,6 +50,12 @@ def layout_of(path: str | os.PathLike[str]) -> Layout:
     return "keras" if checkpoint_format(path) == "keras" else "torch"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def ensure_writable(path: str | os.PathLike[str]) -> Path:
     """Fail early, before any work, if ``path`` cannot be created or replaced."""
     dst = Path(path)
@@ -78,6 +84,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600; give the file the mode a plain open() would (or keep the
+        # mode of the file it replaces), so outputs stay readable by the user's tools.
+        os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -204,3 +204,18 @@ def test_keras_to_torch_files_keep_torchvision_key_order(tmp_path: Path) -> None
     convert_checkpoint("resnet18", tmp_path / "a.pt", tmp_path / "a.weights.h5")
     convert_checkpoint("resnet18", tmp_path / "a.weights.h5", tmp_path / "b.pt")
     assert list(checkpoint.load_torch_state(tmp_path / "b.pt")) == list(state)
+
+
+def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.pt"
+    with checkpoint.atomic_output(fresh) as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    with checkpoint.atomic_output(kept) as tmp:
+        tmp.write_bytes(b"new")
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_bytes() == b"new"
