@@ -20,7 +20,7 @@ parity: setup  ## the main job: default models, all six runtime pairs, reports/
 	$(VENV)/bin/codenn report -o reports
 
 report-all: setup  ## every registered variant
-	$(VENV)/bin/codenn report --all -o reports
+	$(VENV)/bin/codenn report --all -o reports/all
 
 test: setup  ## the whole suite, full-size parity included
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
