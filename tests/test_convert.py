@@ -219,3 +219,21 @@ def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
     with checkpoint.atomic_output(kept) as tmp:
         tmp.write_bytes(b"new")
     assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_bytes() == b"new"
+
+
+def test_options_convert_a_checkpoint_without_aux_head(tmp_path: Path) -> None:
+    """torchvision's inception_v3(aux_logits=False) has no AuxLogits keys: the same option
+    on both twins makes the mapping match it; without the option the keys are missing."""
+    from codenn_convert.init import realistic_state
+
+    state = realistic_state("inception_v3", seed=1, aux_logits=False)
+    assert not any(k.startswith("AuxLogits.") for k in state)
+    src = tmp_path / "noaux.safetensors"
+    checkpoint.save_torch_state(state, src)
+    with pytest.raises(CheckpointError, match=r"missing keys: AuxLogits\."):
+        convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5")
+    opts = {"aux_logits": False}
+    convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5", options=opts)
+    convert_checkpoint("inception_v3", tmp_path / "x.weights.h5", tmp_path / "back.pt",
+                       options=opts)
+    _assert_same_state(checkpoint.load_torch_state(tmp_path / "back.pt"), state)
