@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert.errors import UsageError
+from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.localise import LAYER_RTOL, LayerError, onnx_input_layout
 
 __all__ = ["RUNTIMES", "LayerError", "ModelResult", "PairResult", "compare", "seeded_batch",
@@ -151,7 +151,12 @@ def _run_onnx(path: Path, batches: Sequence[np.ndarray], input_size: tuple[int, 
     """The first output of ``path`` on each NCHW batch (fed as NHWC if the graph takes it)."""
     from codenn_convert.localise import onnx_session, run_onnx
 
-    sess = onnx_session(path)
+    try:
+        sess = onnx_session(path)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for a bad file
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a loadable ONNX model: {first_line[:200]}"
+                              ) from None
     layout = onnx_input_layout(sess.get_inputs()[0].shape, input_size)
     first = [sess.get_outputs()[0].name]
     return [run_onnx(sess, first, x, layout)[0] for x in batches]

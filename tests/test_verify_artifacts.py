@@ -14,7 +14,7 @@ from PIL import Image
 
 from codenn_convert import checkpoint
 from codenn_convert.convert import convert_checkpoint
-from codenn_convert.errors import UsageError
+from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.export import export_onnx
 from codenn_convert.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
 from codenn_convert.init import realistic_state
@@ -112,6 +112,10 @@ def test_given_onnx_file_errors(files: dict[str, Path], tmp_path: Path) -> None:
     twin.write_bytes(files["clean.onnx"].read_bytes())
     with pytest.raises(UsageError, match="two ONNX files are named clean.onnx"):
         verify("alexnet", onnx=[files["clean.onnx"], twin], input_size=SIZE)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf")
+    with pytest.raises(CheckpointError, match="junk.onnx is not a loadable ONNX model"):
+        verify("alexnet", onnx=[junk], input_size=SIZE, runtimes=("torch", "keras"))
 
 
 def test_resize_size_is_size_over_0875() -> None:
