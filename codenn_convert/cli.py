@@ -82,9 +82,20 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from codenn_convert import __version__
+
+        out.print(f"codenn-convert {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     _STATE["debug"] = debug
 

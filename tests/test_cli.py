@@ -40,6 +40,17 @@ def test_help_and_list_import_no_framework(argv: list[str]) -> None:
     assert "HEAVY []" in proc.stdout
 
 
+def test_version_from_outside_the_checkout(tmp_path: Path) -> None:
+    """The installed console script works from any directory (not just the repo root)."""
+    from codenn_convert import __version__
+
+    exe = Path(sys.executable).with_name("codenn")
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"codenn-convert {__version__}"
+
+
 def test_list_shows_models_params_and_size() -> None:
     proc = run_cli("list")
     assert proc.returncode == 0
