@@ -33,6 +33,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from codenn_convert.mapper import hwc_flatten_of
+
 #: Per-layer tolerance on ``max|a-b| / max|a|``, each layer relative to its own largest
 #: reference magnitude (the logits' measure, applied per layer).
 #:
@@ -127,23 +129,6 @@ def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
 # --------------------------------------------------------------------------- mapped layers
 
 
-def _hwc_flatten_source(layer: Any) -> tuple[int, int, int] | None:
-    """(H, W, C) if ``layer``'s output is a Flatten of an H,W,C map (H*W > 1), passed through
-    any element-wise weightless layers (Dropout, ReLU) since."""
-    op = layer
-    while type(op).__name__ != "Flatten":
-        nodes = getattr(op, "_inbound_nodes", [])
-        if op.weights or not nodes or len(nodes[0].input_tensors) != 1:
-            return None
-        if tuple(op.input.shape) != tuple(op.output.shape):
-            return None
-        op = nodes[0].input_tensors[0]._keras_history.operation
-    shape = tuple(op.input.shape[1:])
-    if len(shape) != 3 or shape[0] * shape[1] == 1:
-        return None  # a 1x1 map flattens identically in both orders
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
-
-
 def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> list[MappedLayer]:
     """The layers both twins have, in the Keras model's topological order.
 
@@ -186,7 +171,7 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
         if len(dims) == 3:
             out.append(MappedLayer(name, (dims[2], dims[0], dims[1]), kind=kind, source=source))
         else:
-            out.append(MappedLayer(name, dims, _hwc_flatten_source(layer), kind, source))
+            out.append(MappedLayer(name, dims, hwc_flatten_of(layer), kind, source))
     return out
 
 

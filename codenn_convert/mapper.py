@@ -125,26 +125,31 @@ KERAS_LAYER_KINDS: dict[str, str] = {
 }
 
 
-def _flatten_source(layer: Any) -> tuple[int, int, int] | None:
-    """If ``layer`` is fed by a Flatten of an H,W,C map (H*W > 1), return (H, W, C).
+def hwc_flatten_of(op: Any) -> tuple[int, int, int] | None:
+    """(H, W, C) if ``op``'s output is a Flatten of an H,W,C map (H*W > 1).
 
-    Element-wise, weightless layers in between (Dropout, ReLU) do not change the order, so the
-    walk back passes through them.
+    Element-wise, weightless layers after the Flatten (Dropout, ReLU) do not change the
+    order, so the walk back passes through them.
     """
-    op = layer
-    while True:
-        node = op._inbound_nodes[0]
-        if len(node.input_tensors) != 1:
+    while type(op).__name__ != "Flatten":
+        nodes = getattr(op, "_inbound_nodes", [])
+        if op.weights or not nodes or len(nodes[0].input_tensors) != 1:
             return None
-        op = node.input_tensors[0]._keras_history.operation
-        if type(op).__name__ == "Flatten":
-            break
-        if op.weights or tuple(op.input.shape) != tuple(op.output.shape):
+        if tuple(op.input.shape) != tuple(op.output.shape):
             return None
+        op = nodes[0].input_tensors[0]._keras_history.operation
     shape = tuple(op.input.shape[1:])
     if len(shape) != 3 or shape[0] * shape[1] == 1:
         return None  # a 1x1 map flattens identically in both orders
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def _flatten_source(layer: Any) -> tuple[int, int, int] | None:
+    """(H, W, C) if ``layer`` is fed by a Flatten of an H,W,C map: the CHW->HWC rule."""
+    node = layer._inbound_nodes[0]
+    if len(node.input_tensors) != 1:
+        return None
+    return hwc_flatten_of(node.input_tensors[0]._keras_history.operation)
 
 
 def plan_keras_model(model: Any) -> list[LayerPlan]:

@@ -346,9 +346,5 @@ def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> li
     return written
 
 
-def dump(report: dict[str, Any]) -> str:
-    return to_json(report)
-
-
 if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report
     print(to_markdown(json.loads(Path(sys.argv[1]).read_text())))
