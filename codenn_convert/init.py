@@ -80,8 +80,8 @@ def _calibrate_batchnorm(model: Any, gen: Any, input_size: tuple[int, int]) -> N
     model.eval()
 
 
-def realistic_state(name: str, seed: int = 0, **builder_kwargs: Any) -> dict[str, np.ndarray]:
-    """A seeded, realistically scaled torch-layout state for model ``name``."""
+def realistic_model(name: str, seed: int = 0, **builder_kwargs: Any) -> Any:
+    """The torch twin of ``name`` in eval mode, with seeded, realistically scaled weights."""
     import torch
 
     from codenn_convert.registry import get_model
@@ -93,4 +93,14 @@ def realistic_state(name: str, seed: int = 0, **builder_kwargs: Any) -> dict[str
     for hook in spec.init_hooks:
         _resolve(hook)(model, gen)
     _calibrate_batchnorm(model, gen, spec.input_size)
+    return model.eval()
+
+
+def torch_state_of(model: Any) -> dict[str, np.ndarray]:
+    """A torch module's state as independent numpy arrays (torch-layout state)."""
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def realistic_state(name: str, seed: int = 0, **builder_kwargs: Any) -> dict[str, np.ndarray]:
+    """A seeded, realistically scaled torch-layout state for model ``name``."""
+    return torch_state_of(realistic_model(name, seed, **builder_kwargs))

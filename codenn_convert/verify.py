@@ -262,7 +262,7 @@ def verify_inputs(
     from codenn_convert import mapper, twins
     from codenn_convert.export import export_keras_model, export_torch_onnx
     from codenn_convert.images import load_image
-    from codenn_convert.init import realistic_state
+    from codenn_convert.init import realistic_model, realistic_state, torch_state_of
     from codenn_convert.registry import get_spec
 
     spec = get_spec(model)
@@ -312,8 +312,13 @@ def verify_inputs(
             return twins.load_state(model, src, keras_model=keras_model)
 
         # Both twins stay built to the end: localisation runs them again, layer by layer.
-        torch_state = timed("weights", lambda: state_of(torch_src))
-        tmodel = twins.torch_twin(model, torch_state, **opts)
+        if torch_src is None:
+            # The realistic init already builds and calibrates the torch twin: use it.
+            tmodel = timed("weights", lambda: realistic_model(model, seed, **opts))
+            torch_state = torch_state_of(tmodel)
+        else:
+            torch_state = timed("weights", lambda: state_of(torch_src))
+            tmodel = twins.torch_twin(model, torch_state, **opts)
         keras_state = torch_state if keras_src == torch_src else timed(
             "keras weights", lambda: state_of(keras_src))
         del torch_state
