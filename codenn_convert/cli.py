@@ -224,7 +224,7 @@ def verify(
     from codenn_convert import report as rep
     from codenn_convert.checkpoint import ensure_writable
     from codenn_convert.registry import parse_options
-    from codenn_convert.verify import verify_inputs
+    from codenn_convert.verification import verify_inputs
 
     options = parse_options(model, option or [])
     if json_path is not None:
@@ -262,8 +262,8 @@ def report(
 
     from codenn_convert import report as rep
     from codenn_convert.registry import get_spec, list_models
-    from codenn_convert.verify import ModelResult
-    from codenn_convert.verify import verify as run_verify
+    from codenn_convert.verification import ModelResult
+    from codenn_convert.verification import verify as run_verify
 
     if models and all_models:
         raise CodennError("give model names or --all, not both")

@@ -82,8 +82,12 @@ def _ensure_loaded() -> None:
     # Importing the ``models`` package runs each family's registrations (light modules only).
     global _LOADED
     if not _LOADED:
-        importlib.import_module("models")
+        importlib.import_module("codenn_convert.models")
         _LOADED = True
+    if not _REGISTRY:
+        # Never a silent state: an empty registry would make every model "unknown".
+        raise RuntimeError("no models are registered: the codenn_convert.models package "
+                           "registered nothing (a broken installation?)")
 
 
 def list_models(*, default_only: bool = False) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codenn_convert.checkpoint import atomic_output
-from codenn_convert.verify import NORMAL_INPUTS, ModelResult
+from codenn_convert.verification import NORMAL_INPUTS, ModelResult
 
 SCHEMA_FILE = "report.schema.json"
 #: The four report files, in the order they are written.

@@ -215,7 +215,7 @@ def test_keras_aux_head_refuses_maps_below_17x17() -> None:
 
 
 def test_torch_training_mode_returns_inception_outputs() -> None:
-    from models.inception.torch_inception import InceptionOutputs
+    from codenn_convert.models.inception.torch_inception import InceptionOutputs
 
     model = torch_twin(NAME, _state()).train()
     with torch.no_grad():

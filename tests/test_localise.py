@@ -13,7 +13,7 @@ import torch
 from codenn_convert import localise as loc
 from codenn_convert import twins
 from codenn_convert.init import realistic_state
-from codenn_convert.verify import seeded_batch
+from codenn_convert.verification import seeded_batch
 
 # Small even sizes: 'same' at stride 2 differs from torch's symmetric padding only there.
 SIZES = {"alexnet": (64, 64), "resnet50": (64, 64), "inception_v3": (80, 80)}
@@ -115,15 +115,16 @@ def _same_padding(real: Callable[..., Any], target: str) -> Callable[..., Any]:
 
 
 # (module to patch, helper, layer given 'same' padding, the layer that must be named).
+M = "codenn_convert.models"
 SAME_FAULT = {
     # 11x11/4 pad 2 -> 'same' also changes the map size (16 vs 15): the shapes differ.
-    "alexnet": ("models.alexnet.keras_alexnet", "conv2d", "features.0", "features.0"),
+    "alexnet": (f"{M}.alexnet.keras_alexnet", "conv2d", "features.0", "features.0"),
     # 3x3/2 pad 1 -> 'same' pads (0, 1) at an even size: same shape, shifted by a pixel.
-    "resnet50": ("models.resnet.keras_resnet", "conv2d", "layer2.0.conv2", "layer2.0.conv2"),
+    "resnet50": (f"{M}.resnet.keras_resnet", "conv2d", "layer2.0.conv2", "layer2.0.conv2"),
     # Inception's padded convs are all stride 1, where 'same' *is* torch's padding; its
     # classic 'same' bug is the branch pool (F.avg_pool2d, no module of its own), which the
     # first module after it, the branch_pool conv, shows.
-    "inception_v3": ("models.inception.keras_inception", "avg_pool", "Mixed_5b.avg_pool",
+    "inception_v3": (f"{M}.inception.keras_inception", "avg_pool", "Mixed_5b.avg_pool",
                      "Mixed_5b.branch_pool.conv"),
 }
 

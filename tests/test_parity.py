@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from codenn_convert.registry import get_spec, list_models
-from codenn_convert.verify import seeded_batch, verify
+from codenn_convert.verification import seeded_batch, verify
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.parity

@@ -15,7 +15,7 @@ import pytest
 
 from codenn_convert import report as rep
 from codenn_convert.localise import LayerError
-from codenn_convert.verify import ModelResult, PairResult
+from codenn_convert.verification import ModelResult, PairResult
 from tests.conftest import run_cli
 
 

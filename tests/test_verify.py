@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codenn_convert.errors import UsageError
-from codenn_convert.verify import RUNTIMES, compare, seeded_batch, verify
+from codenn_convert.verification import RUNTIMES, compare, seeded_batch, verify
 
 
 def test_identical_outputs_pass_exactly() -> None:

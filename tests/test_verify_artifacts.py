@@ -19,7 +19,7 @@ from codenn_convert.export import export_onnx
 from codenn_convert.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
 from codenn_convert.init import realistic_state
 from codenn_convert.localise import LAYER_RTOL
-from codenn_convert.verify import verify, verify_inputs
+from codenn_convert.verification import verify, verify_inputs
 from tests.conftest import run_cli
 
 SIZE = (64, 64)

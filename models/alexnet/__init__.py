@@ -6,8 +6,8 @@ register_model(
     ModelSpec(
         name="alexnet",
         family="alexnet",
-        torch_builder="models.alexnet.torch_alexnet:alexnet",
-        keras_builder="models.alexnet.keras_alexnet:alexnet",
+        torch_builder="codenn_convert.models.alexnet.torch_alexnet:alexnet",
+        keras_builder="codenn_convert.models.alexnet.keras_alexnet:alexnet",
         input_size=(224, 224),
         # The last max-pool needs a 3x3 map: 63 -> 15 -> 7 -> 3 -> 1.
         min_input_size=(63, 63),

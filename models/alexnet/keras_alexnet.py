@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.common.keras_layers import AdaptiveAvgPool2D, conv2d, max_pool
+from codenn_convert.models.common.keras_layers import AdaptiveAvgPool2D, conv2d, max_pool
 
 
 def alexnet(

@@ -67,15 +67,15 @@ register_model(
     ModelSpec(
         name="inception_v3",
         family="inception",
-        torch_builder="models.inception.torch_inception:inception_v3",
-        keras_builder="models.inception.keras_inception:inception_v3",
+        torch_builder="codenn_convert.models.inception.torch_inception:inception_v3",
+        keras_builder="codenn_convert.models.inception.keras_inception:inception_v3",
         input_size=(299, 299),
         min_input_size=MIN_INPUT_SIZE,
         num_params=27_161_264,
         default=True,
         init_hooks=(
             "codenn_convert.init:positive_batchnorm_shift",
-            "models.inception.torch_inception:calibrate_aux_head",
+            "codenn_convert.models.inception.torch_inception:calibrate_aux_head",
         ),
     )
 )

@@ -18,8 +18,8 @@ from typing import Any
 import keras
 from keras import layers
 
-from models.common.keras_layers import avg_pool, batch_norm, conv2d, max_pool
-from models.inception import (
+from codenn_convert.models.common.keras_layers import avg_pool, batch_norm, conv2d, max_pool
+from codenn_convert.models.inception import (
     AUX_MIN_FEATURE_SIZE,
     AUX_MIN_INPUT_SIZE,
     AUX_SOURCE,

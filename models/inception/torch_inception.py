@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.inception import (
+from codenn_convert.models.inception import (
     AUX_MIN_FEATURE_SIZE,
     AUX_MIN_INPUT_SIZE,
     AUX_SOURCE,

@@ -51,12 +51,12 @@ for _name, _variant in VARIANTS.items():
         ModelSpec(
             name=_name,
             family="resnet",
-            torch_builder=f"models.resnet.torch_resnet:{_name}",
-            keras_builder=f"models.resnet.keras_resnet:{_name}",
+            torch_builder=f"codenn_convert.models.resnet.torch_resnet:{_name}",
+            keras_builder=f"codenn_convert.models.resnet.keras_resnet:{_name}",
             input_size=(224, 224),
             min_input_size=MIN_INPUT_SIZE,
             num_params=_variant.num_params,
             default=_variant.default,
-            init_hooks=("models.resnet.torch_resnet:small_residual_gamma",),
+            init_hooks=("codenn_convert.models.resnet.torch_resnet:small_residual_gamma",),
         )
     )

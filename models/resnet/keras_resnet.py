@@ -14,8 +14,8 @@ from typing import Any
 import keras
 from keras import layers
 
-from models.common.keras_layers import batch_norm, conv2d, max_pool
-from models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
+from codenn_convert.models.common.keras_layers import batch_norm, conv2d, max_pool
+from codenn_convert.models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
 
 
 def _shortcut(x: Any, out_channels: int, stride: int, *, name: str) -> Any:

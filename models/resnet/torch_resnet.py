@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
+from codenn_convert.models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -55,8 +55,8 @@ for _depth, (_cfg, _plain, _with_bn) in _VARIANTS.items():
             ModelSpec(
                 name=_name,
                 family="vgg",
-                torch_builder=f"models.vgg.torch_vgg:{_name}",
-                keras_builder=f"models.vgg.keras_vgg:{_name}",
+                torch_builder=f"codenn_convert.models.vgg.torch_vgg:{_name}",
+                keras_builder=f"codenn_convert.models.vgg.keras_vgg:{_name}",
                 input_size=(224, 224),
                 # Five 2x2/2 max-pools (floor mode): 32 -> 16 -> 8 -> 4 -> 2 -> 1.
                 min_input_size=(32, 32),
@@ -66,7 +66,8 @@ for _depth, (_cfg, _plain, _with_bn) in _VARIANTS.items():
                 # Deep and residual-free: see codenn_convert.init.positive_batchnorm_shift.
                 init_hooks=("codenn_convert.init:positive_batchnorm_shift",) if _bn else (),
                 keras_filter=(
-                    None if _bn else "models.vgg.keras_applications:keras_applications_filter"
+                    None if _bn
+                    else "codenn_convert.models.vgg.keras_applications:keras_applications_filter"
                 ),
             )
         )

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from models.vgg import CFGS, feature_modules
+from codenn_convert.models.vgg import CFGS, feature_modules
 
 _CONV = re.compile(r"block([1-9]\d*)_conv([1-9]\d*)")
 _HEAD = {"fc1": "classifier.0", "fc2": "classifier.3", "predictions": "classifier.6"}

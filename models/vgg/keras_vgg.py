@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.common.keras_layers import AdaptiveAvgPool2D, conv2d, max_pool
-from models.common.keras_layers import batch_norm as batch_norm_layer
-from models.vgg import feature_modules
+from codenn_convert.models.common.keras_layers import AdaptiveAvgPool2D, conv2d, max_pool
+from codenn_convert.models.common.keras_layers import batch_norm as batch_norm_layer
+from codenn_convert.models.vgg import feature_modules
 
 
 def _vgg(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.vgg import feature_modules
+from codenn_convert.models.vgg import feature_modules
 
 
 def make_features(cfg: str, *, batch_norm: bool) -> nn.Sequential:
