@@ -272,3 +272,26 @@ def save_keras_model_weights(
             with h5py.File(tmp, "a") as f:
                 f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
     return path
+
+
+def nonfinite_tensors(state: dict[str, np.ndarray]) -> list[tuple[str, int]]:
+    """``(key, number of NaN/Inf values)`` for every floating tensor that holds any, in order.
+
+    One NaN weight turns every logit NaN in every runtime, which would then "agree"; callers
+    refuse (convert, export) or report (verify) such a state instead.
+    """
+    found = []
+    for key, value in state.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc":
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                found.append((key, bad))
+    return found
+
+
+def describe_nonfinite(found: list[tuple[str, int]], limit: int = 3) -> str:
+    """``"layer1.0.conv1.weight (1 value), fc.bias (2 values)"``, at most ``limit`` named."""
+    parts = [f"{k} ({n} value{'s' if n != 1 else ''})" for k, n in found[:limit]]
+    more = f" and {len(found) - limit} more tensors" if len(found) > limit else ""
+    return ", ".join(parts) + more
