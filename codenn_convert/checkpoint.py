@@ -84,7 +84,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     dst = ensure_writable(path)
     parent = dst.parent
     suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp" + suffix, dir=parent)
+    # The name says who made it: a file left by `kill -9` (nothing can catch it) is ours.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".codenn-partial.{dst.stem}.", suffix=".tmp" + suffix,
+                                    dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

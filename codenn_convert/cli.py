@@ -228,30 +228,33 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _result_table(result: Any) -> Table:
     """The pairs of one result as a table as wide as the console allows: low-value columns
-    are dropped, and the status (which may name a layer) wraps, rather than truncating."""
+    are dropped whole, never truncated. The divergent layer joins the status when it fits
+    (the line under the table names it either way)."""
     inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
-    rows = []
-    for p in result.pairs:
-        status = "[green]pass[/]" if p.passed else "[red]FAIL[/]"
-        if p.first_divergent_layer:
-            status += f" at {p.first_divergent_layer}"
-        rows.append({"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
-                     "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
-                     "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
-                     "status": status})
+    rows = [{"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
+             "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
+             "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
+             "status": "pass" if p.passed else "FAIL",
+             "at": f" at {p.first_divergent_layer}" if p.first_divergent_layer else ""}
+            for p in result.pairs]
     headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
+    width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
     drop = list(_DROPPABLE)
-    while True:
-        table = Table(*(Column(h, no_wrap=h != "status", overflow="fold") for h in headers),
-                      box=box.SIMPLE_HEAD,
-                      title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
-        for row in rows:
-            table.add_row(*(row[h] for h in headers))
-        # Numbers at full width plus a status of "FAIL" must fit; a long layer name wraps.
-        needed = out.measure(table).minimum
-        if needed <= out.width or not drop:
-            return table
+
+    def needed() -> int:  # 3 per column: padding and the gap between columns
+        return sum(width[h] + 3 for h in headers) + 1
+
+    while needed() > out.width and drop:
         headers.remove(drop.pop(0))
+    at_width = max([width["status"]] + [len(r["status"] + r["at"]) for r in rows])
+    with_layer = needed() - width["status"] + at_width <= out.width
+    table = Table(*(Column(h, no_wrap=True) for h in headers), box=box.SIMPLE_HEAD,
+                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
+    for row in rows:
+        colour = "green" if row["status"] == "pass" else "red"
+        row["status"] = f"[{colour}]{row['status']}[/]" + (row["at"] if with_layer else "")
+        table.add_row(*(row[h] for h in headers))
+    return table
 
 
 def _print_result(result: Any, *, show_layers: bool = False) -> None:
