@@ -247,3 +247,15 @@ def test_verify_table_keeps_numbers_whole_at_80_columns() -> None:
         assert len(row.rstrip()) <= 80
         # Every max-rel number is whole: mantissa and a two-digit exponent.
         assert re.search(r"\d\.\d\de-\d\d", row), row
+
+
+def test_safetensors_header_claims_are_checked_before_reading(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    header = json.dumps({"conv1.weight": {"dtype": "F32", "shape": [10**6, 10**6],
+                                          "data_offsets": [0, 4 * 10**12]}}).encode()
+    bomb = tmp_path / "bomb.safetensors"
+    bomb.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    _one_line_error(run_cli("convert", "resnet18", str(bomb), str(tmp_path / "o.weights.h5")),
+                    2, str(bomb), "not a readable safetensors file")
