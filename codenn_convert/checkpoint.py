@@ -257,7 +257,10 @@ def _attr(group: Any, name: str, path: Path) -> Any:
     import h5py
 
     aid = h5py.h5a.open(group.id, name.encode())
-    size = aid.get_storage_size()
+    try:
+        size = aid.get_storage_size()
+    except RuntimeError:  # HDF5 reports an empty attribute's size 0 as an error
+        size = 0
     if size > MAX_ATTR_BYTES:
         raise CheckpointError(f"{path}: attribute {name!r} of {group.name} claims {size:,} "
                               f"bytes; refusing to read it (limit {MAX_ATTR_BYTES:,})")
