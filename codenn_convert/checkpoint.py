@@ -238,18 +238,19 @@ MAX_ATTR_BYTES = 16 * 2**20
 class ShapeBudget:
     """What a Keras file for one model may hold, checked before any dataset is read.
 
-    ``shapes`` are the variable shapes of the model's plan (Keras layout); ``elements`` is the
-    plan's total. A dataset of another shape, or more data than the model has, is refused
-    from its header, so a tiny file claiming terabytes costs nothing.
+    ``largest`` is the element count of the model's largest variable and ``elements`` the
+    plan's total. A dataset larger than any variable, or more data than the model has, is
+    refused from its header, so a tiny file claiming terabytes costs nothing; a wrong but
+    plausible shape is left to the mapper, whose error names the layer and both shapes.
     """
 
-    shapes: frozenset[tuple[int, ...]]
+    largest: int
     elements: int
 
     @classmethod
     def of_plan(cls, plan: Any) -> ShapeBudget:
-        shapes = [tuple(s) for p in plan for s in p.keras_shapes]
-        return cls(frozenset(shapes), sum(int(np.prod(s)) for s in shapes))
+        sizes = [int(np.prod(s)) for p in plan for s in p.keras_shapes]
+        return cls(max(sizes, default=0), sum(sizes))
 
 
 def _attr(group: Any, name: str, path: Path) -> Any:
@@ -330,10 +331,11 @@ def _check_datasets(found: dict[str, list[Any]], path: Path, budget: ShapeBudget
                 kind = getattr(ds, "dtype", type(ds).__name__)
                 raise CheckpointError(f"{path}: {layer}: a variable is {kind}, not a float array")
             shape = tuple(int(d) for d in ds.shape)
-            if budget is not None and shape not in budget.shapes:
-                raise CheckpointError(f"{path}: {layer}: a variable of shape {shape} fits no "
-                                      f"layer of this model")
-            total += int(np.prod(shape))
+            size = int(np.prod(shape))
+            if budget is not None and size > budget.largest:
+                raise CheckpointError(f"{path}: {layer}: a variable of shape {shape} is larger "
+                                      f"than any of this model's ({budget.largest:,} values)")
+            total += size
     # Keras never compresses; a file whose data claim dwarfs its size is a sparse-HDF5 bomb.
     limit = budget.elements if budget is not None else 64 * file_bytes + 2**24
     if total > limit:
