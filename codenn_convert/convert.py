@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert import checkpoint, mapper
+from codenn_convert import checkpoint
 from codenn_convert.errors import UsageError
 
 
@@ -57,9 +57,7 @@ def convert_checkpoint(
     keras_model = get_model(model, "keras", **options)
     state = twins.load_state(model, src, keras_model=keras_model)
     if dst_layout == "keras":
-        weights, tracked = mapper.torch_to_keras(
-            state, mapper.plan_keras_model(keras_model), model)
-        mapper.set_keras_weights(keras_model, weights)
+        weights, tracked = twins.set_torch_state(keras_model, state, model)
         checkpoint.save_keras_model_weights(keras_model, dst, tracked)
         tensors = sum(len(v) for v in weights.values())
     else:

@@ -579,3 +579,25 @@ def localise_models(
     probes = {"torch": TorchProbe(torch_model, layers), "keras": KerasProbe(keras_model, layers)}
     return localise(probes, [("torch", "keras")], layers, x, tol=tol,
                     budget_bytes=budget_bytes)[("torch", "keras")]
+
+
+def first_nonfinite_layer(
+    probe: Probe,
+    layers: Sequence[MappedLayer],
+    x: np.ndarray,
+    *,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> str | None:
+    """The first mapped layer (topological order) whose output holds NaN or Inf.
+
+    That layer, or the weights feeding it, is where a corrupted tensor enters; everything
+    after it is non-finite only by propagation. None if no layer the probe sees is.
+    """
+    seen = [m for m in layers if m.name in probe.names]
+    for chunk in _chunks(seen, lambda m: m.nbytes(int(x.shape[0])), budget_bytes):
+        outputs = probe.run([m.name for m in chunk], x)
+        for m in chunk:
+            y = outputs.get(m.name)
+            if y is not None and not np.isfinite(y).all():
+                return m.name
+    return None
