@@ -276,6 +276,8 @@ def verify(
         ensure_writable(json_path)
     with err.status(f"verifying {model}") as status:
         results = verify_inputs(model, config, progress=lambda msg: status.update(msg))
+    if save_golden is not None and not all(r.passed for r in results):
+        err.print(f"golden file not written: {model} failed verification", highlight=False)
     _finish(results, json_path, show_layers=layers)
 
 

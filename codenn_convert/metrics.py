@@ -44,7 +44,7 @@ class PairResult:
     #: Runtimes of this pair whose outputs hold NaN or Inf.
     nonfinite: list[str] = field(default_factory=list)
     #: Counts of ``|a - b| / max|a|`` per bin; ``edges`` has one more entry than ``counts``.
-    histogram: dict[str, list[float]] = field(default_factory=dict)
+    histogram: dict[str, list[float]] = field(default_factory=lambda: histogram(np.empty(0)))
     p99_rel: float | None = None
     #: For a failing pair: the side farther from the float64 result (None if unknown).
     farther: str | None = None
