@@ -19,7 +19,7 @@ from codenn_convert.errors import UsageError
 from codenn_convert.localise import LayerError
 
 #: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
-HIST_EDGES: tuple[float, ...] = tuple(10.0 ** k for k in range(-10, 1))
+HIST_EDGES: tuple[float, ...] = tuple(float(f"1e{k}") for k in range(-10, 1))
 
 
 class OutputShapeError(UsageError, ValueError):
