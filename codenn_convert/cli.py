@@ -47,6 +47,11 @@ InputSize = Annotated[
     typer.Option("--input-size", metavar="H W", help="Spatial input size (default: model's)."),
 ]
 
+JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
+Rtol = Annotated[float | None, typer.Option(
+    "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
+    "for float32).")]
+
 
 def _quiet_frameworks() -> None:
     # TF's C++ start-up chatter would bury our one-line messages.
@@ -242,21 +247,18 @@ def verify(
         "repeatable.")] = None,
     runtimes: Annotated[str | None, typer.Option(
         "--runtimes", metavar="LIST",
-        help="Comma-separated runtimes to run (default: torch,keras,onnx-torch,onnx-keras).")
+        help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")
     ] = None,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Compare every mapped layer of every pair (failing pairs always "
         "are).")] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")
-                         ] = None,
+    json_path: JsonPath = None,
     save_golden: Annotated[Path | None, typer.Option(
         "--save-golden", metavar="G.npz",
         help="Record inputs, torch and float64 logits for `codenn check`.")] = None,
     keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
                                                    "this directory.")] = None,
-    rtol: Annotated[float | None, typer.Option("--rtol", help="Tolerance on max rel error "
-                                               "(default: the model's, 1e-5 for float32).")
-                    ] = None,
+    rtol: Rtol = None,
     option: Options = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
@@ -287,10 +289,8 @@ def check(
     onnx_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="ONNX file to check.")],
     golden: Annotated[Path, typer.Option("--golden", metavar="G.npz",
                                          help="Golden file from `codenn verify --save-golden`.")],
-    rtol: Annotated[float | None, typer.Option(
-        "--rtol", help="Tolerance on max rel error (default: the golden file's).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")
-                         ] = None,
+    rtol: Rtol = None,
+    json_path: JsonPath = None,
 ) -> None:
     """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow)."""
     from codenn_convert.checkpoint import ensure_writable
