@@ -27,6 +27,8 @@ FORMAT = "codenn-golden"
 VERSION = 1
 #: The stored inputs' layout (ONNX files taking NHWC get them transposed).
 INPUT_LAYOUT = "NCHW"
+#: Largest uncompressed golden file read: inputs and logits, not weights, are stored.
+MAX_BYTES = 4 << 30
 
 
 @dataclass
@@ -102,6 +104,11 @@ def load_golden(path: str | os.PathLike[str]) -> Golden:
         raise UsageError(f"golden file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as npz:
+            # Members are sized from the zip directory before any is decompressed.
+            claimed = sum(i.file_size for i in npz.zip.infolist())
+            if claimed > MAX_BYTES:
+                raise CheckpointError(f"{path}: golden file claims {claimed} bytes "
+                                      f"(limit {MAX_BYTES})")
             meta = _meta(npz, path)
             n = len(meta["labels"])
             inputs = [_array(npz, f"input_{k}", np.float32, 4, path) for k in range(n)]

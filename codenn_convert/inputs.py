@@ -44,11 +44,16 @@ def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype]
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
     except (ValueError, OSError) as exc:
         raise UsageError(f"{path} is not a .npy file: {str(exc)[:120]}") from None
     if dtype != np.float32 or len(shape) != 4 or shape[1] != 3 or shape[0] < 1 or fortran:
         raise UsageError(f"{path}: expected a float32 NCHW batch [N, 3, H, W], found "
                          f"{dtype} {list(shape)}{' (Fortran order)' if fortran else ''}")
+    # The header's claim is checked against the file before any data is read (or allocated).
+    if path.stat().st_size != offset + 4 * int(np.prod(shape, dtype=np.int64)):
+        raise UsageError(f"{path}: the file's size does not match its header's shape "
+                         f"{list(shape)} (truncated or damaged)")
     return tuple(shape), dtype
 
 
@@ -74,7 +79,7 @@ def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
     """A checked float32 NCHW batch from a ``.npy`` file (header first, no pickles)."""
     shape, _ = npy_header(path)
     try:
-        x = np.load(path, allow_pickle=False, mmap_mode=None)
+        x = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise UsageError(f"{path}: cannot read: {str(exc)[:120]}") from None
     if x.shape != shape or not np.isfinite(x).all():

@@ -34,6 +34,10 @@ def test_header_is_checked_before_the_data(tmp_path: Path) -> None:
         np.save(tmp_path / name, x, allow_pickle=True)
         with pytest.raises(UsageError, match="expected a float32 NCHW batch"):
             load_npy(tmp_path / name)
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(UsageError, match="does not match its header"):
+        npy_header(cut)
     (tmp_path / "junk.npy").write_bytes(b"\x00" * 64)
     with pytest.raises(UsageError, match="not a .npy file"):
         npy_header(tmp_path / "junk.npy")
