@@ -14,8 +14,11 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +28,8 @@ from codenn_convert.errors import CheckpointError, OutputError, UsageError
 
 Format = Literal["pt", "safetensors", "keras"]
 Layout = Literal["torch", "keras"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 #: h5 root attribute where we keep torch-only BatchNorm counters (Keras ignores it).
 TRACKED_ATTR = "codenn_num_batches_tracked"
@@ -79,7 +84,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     dst = ensure_writable(path)
     parent = dst.parent
     suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp" + suffix, dir=parent)
+    # The name says who made it: a file left by `kill -9` (nothing can catch it) is ours.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".codenn-partial.{dst.stem}.", suffix=".tmp" + suffix,
+                                    dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -111,6 +118,69 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
     return obj
 
 
+#: Instance attributes every pickled ``nn.Module`` carries; a state_dict has none of them.
+_MODULE_MARKERS = (b"_parameters", b"_buffers", b"_modules")
+#: A whole-model pickle's records are small; larger ones are not scanned for the markers.
+_MAX_PICKLE_SCAN = 64 * 2**20
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a torch file (``*/data.pkl`` in a zip archive), bounded."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            info = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+            if info is None or info.file_size > _MAX_PICKLE_SCAN:
+                return b""
+            return zf.read(info)
+    with open(path, "rb") as fh:
+        return fh.read(_MAX_PICKLE_SCAN)
+
+
+def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """Tell a pickled nn.Module, a forbidden global and a damaged file apart."""
+    text = _ANSI.sub("", str(exc))
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if match is None:
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        why = detail[1].strip() if detail else "an unreadable pickle"
+        return CheckpointError(f"{path} is not a readable torch checkpoint: the file is "
+                               f"damaged or of another kind ({why})")
+    if all(m in _pickle_bytes(path) for m in _MODULE_MARKERS):
+        return CheckpointError(f"{path} holds a whole pickled nn.Module ({match[1]}), which "
+                               f"only code execution could load; save model.state_dict() "
+                               f"instead")
+    return CheckpointError(f"refused to load {path}: it references the global {match[1]}, "
+                           f"which weights-only loading forbids (loading it could run code)")
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, memory-mapped for zip files so a tensor's storage
+    is read only when used; errors become one line saying what the file is."""
+    import torch
+
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head == b"PK":
+            raise CheckpointError(f"{path} is not a readable torch checkpoint: a truncated or "
+                                  f"damaged zip archive")
+        if head[:1] != b"\x80":  # neither a zip archive nor the legacy pickle format
+            raise CheckpointError(f"{path} is not a readable torch checkpoint: it is neither a "
+                                  f"zip archive nor a pickle (a damaged file, or another kind "
+                                  f"of file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        raise _refusal(path, exc) from None
+    except MemoryError:
+        raise CheckpointError(f"{path} claims more memory than is available: damaged or "
+                              f"hostile file") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: the file is "
+                              f"damaged or truncated ({_first_line(exc)})") from None
+
+
 def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely."""
     path = Path(path)
@@ -128,17 +198,7 @@ def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise CheckpointError(
-            f"refused to load {path}: it holds objects that weights-only loading forbids "
-            f"(a pickle that could run code). {first[:160]}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {msg[:160]}") from None
+    obj = _torch_load(path)
     state = _unwrap(obj, path)
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
@@ -170,19 +230,53 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
     return path
 
 
+#: Largest HDF5 attribute we read (layer/weight name lists of the deepest nets are ~100 KiB).
+MAX_ATTR_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class ShapeBudget:
+    """What a Keras file for one model may hold, checked before any dataset is read.
+
+    ``shapes`` are the variable shapes of the model's plan (Keras layout); ``elements`` is the
+    plan's total. A dataset of another shape, or more data than the model has, is refused
+    from its header, so a tiny file claiming terabytes costs nothing.
+    """
+
+    shapes: frozenset[tuple[int, ...]]
+    elements: int
+
+    @classmethod
+    def of_plan(cls, plan: Any) -> ShapeBudget:
+        shapes = [tuple(s) for p in plan for s in p.keras_shapes]
+        return cls(frozenset(shapes), sum(int(np.prod(s)) for s in shapes))
+
+
+def _attr(group: Any, name: str, path: Path) -> Any:
+    """Read one attribute after checking its stored size (a name list can't be gigabytes)."""
+    import h5py
+
+    aid = h5py.h5a.open(group.id, name.encode())
+    size = aid.get_storage_size()
+    if size > MAX_ATTR_BYTES:
+        raise CheckpointError(f"{path}: attribute {name!r} of {group.name} claims {size:,} "
+                              f"bytes; refusing to read it (limit {MAX_ATTR_BYTES:,})")
+    return group.attrs[name]
+
+
 def _has_str_list(group: Any, name: str) -> bool:
     return name in group.attrs or f"{name}0" in group.attrs
 
 
-def _h5_str_list(group: Any, name: str) -> list[str]:
+def _h5_str_list(group: Any, name: str, path: Path) -> list[str]:
     """A list-of-strings attribute as Keras 2 wrote it: whole, or split into ``name0``,
     ``name1``, ... when it exceeded HDF5's 64 KiB object-header limit; bytes or str items."""
     if name in group.attrs:
-        chunks = [group.attrs[name]]
+        chunks = [_attr(group, name, path)]
     else:
         chunks, i = [], 0
         while f"{name}{i}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{i}"])
+            chunks.append(_attr(group, f"{name}{i}", path))
             i += 1
     return [
         item.decode("utf8") if isinstance(item, bytes) else str(item)
@@ -192,42 +286,68 @@ def _h5_str_list(group: Any, name: str) -> list[str]:
     ]
 
 
-def _read_keras3_layers(f: Any) -> dict[str, list[np.ndarray]]:
+def _keras3_datasets(f: Any, path: Path) -> dict[str, list[Any]]:
     """Keras 3 ``.weights.h5``: ``layers/<object path>/vars`` with the layer's name in the
-    ``name`` attribute and its variables as datasets ``0``, ``1``, ... in creation order."""
+    ``name`` attribute and its variables as datasets ``0``, ``1``, ... in creation order.
+    Returns the h5py datasets, unread."""
     import h5py
 
-    weights: dict[str, list[np.ndarray]] = {}
+    found: dict[str, list[Any]] = {}
 
     def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
-            layer = str(obj.attrs.get("name", name.split("/")[-2]))
-            weights[layer] = [obj[str(i)][()] for i in range(len(obj))]
+            layer = str(_attr(obj, "name", path)) if "name" in obj.attrs else name.split("/")[-2]
+            found[layer] = [obj[str(i)] for i in range(len(obj))]
 
     f["layers"].visititems(visit)
-    return weights
+    return found
 
 
-def _read_legacy_layers(f: Any) -> dict[str, list[np.ndarray]]:
+def _legacy_datasets(f: Any, path: Path) -> dict[str, list[Any]]:
     """Keras 2 HDF5 weights (``save_weights`` to ``.h5``, and the keras.applications
     downloads): root attribute ``layer_names``; group ``<layer>`` with attribute
-    ``weight_names``; each variable at ``<layer>/<weight name>``, in that order."""
-    weights: dict[str, list[np.ndarray]] = {}
-    for layer in _h5_str_list(f, "layer_names"):
-        names = _h5_str_list(f[layer], "weight_names")
+    ``weight_names``; each variable at ``<layer>/<weight name>``, in that order. Unread."""
+    found: dict[str, list[Any]] = {}
+    for layer in _h5_str_list(f, "layer_names", path):
+        names = _h5_str_list(f[layer], "weight_names", path)
         if names:  # weightless layers (input, pooling, flatten) list no weights
-            weights[layer] = [f[layer][n][()] for n in names]
-    return weights
+            found[layer] = [f[layer][n] for n in names]
+    return found
+
+
+def _check_datasets(found: dict[str, list[Any]], path: Path, budget: ShapeBudget | None,
+                    file_bytes: int) -> None:
+    """Refuse, from the headers alone, datasets no model of ours could hold."""
+    import h5py
+
+    total = 0
+    for layer, datasets in found.items():
+        for ds in datasets:
+            if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or ds.dtype.itemsize > 8:
+                kind = getattr(ds, "dtype", type(ds).__name__)
+                raise CheckpointError(f"{path}: {layer}: a variable is {kind}, not a float array")
+            shape = tuple(int(d) for d in ds.shape)
+            if budget is not None and shape not in budget.shapes:
+                raise CheckpointError(f"{path}: {layer}: a variable of shape {shape} fits no "
+                                      f"layer of this model")
+            total += int(np.prod(shape))
+    # Keras never compresses; a file whose data claim dwarfs its size is a sparse-HDF5 bomb.
+    limit = budget.elements if budget is not None else 64 * file_bytes + 2**24
+    if total > limit:
+        raise CheckpointError(f"{path}: its datasets claim {total:,} values, more than the "
+                              f"model holds ({limit:,}); refusing to read them")
 
 
 def read_keras_weights(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], budget: ShapeBudget | None = None,
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
     """Read Keras weights into ``{layer name: [variables]}`` plus BN counters.
 
     The layout is detected by content: Keras 3 ``.weights.h5`` (a ``layers`` group) or the
     Keras 2 HDF5 layout (a ``layer_names`` attribute, at the root or, in a whole-model
-    ``.h5``, under ``model_weights``). Variables come back in Keras's order either way.
+    ``.h5``, under ``model_weights``). Variables come back in Keras's order either way. Every
+    dataset's dtype and shape is checked (against ``budget``, the model's plan, when given)
+    before any data is read.
     """
     import h5py
 
@@ -236,24 +356,41 @@ def read_keras_weights(
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise CheckpointError(f"{path} is not a readable HDF5 file: {exc}") from None
+        raise CheckpointError(f"{path} is not a readable HDF5 file: {_first_line(exc)}"
+                              ) from None
     try:
         with f:
-            if "layers" in f:
-                weights = _read_keras3_layers(f)
-            elif _has_str_list(f, "layer_names"):
-                weights = _read_legacy_layers(f)
-            elif "model_weights" in f and _has_str_list(f["model_weights"], "layer_names"):
-                weights = _read_legacy_layers(f["model_weights"])
-            else:
-                raise CheckpointError(
-                    f"{path} holds no Keras weights (neither a Keras 3 'layers' group nor a "
-                    f"Keras 2 'layer_names' attribute)"
-                )
-            tracked = json.loads(f.attrs.get(TRACKED_ATTR, "{}"))
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} is damaged or truncated: {exc}") from None
-    return weights, {k: int(v) for k, v in tracked.items()}
+            found = _find_datasets(f, path)
+            _check_datasets(found, path, budget, path.stat().st_size)
+            weights = {layer: [ds[()] for ds in dss] for layer, dss in found.items()}
+            raw = _attr(f, TRACKED_ATTR, path) if TRACKED_ATTR in f.attrs else "{}"
+            tracked = json.loads(raw)
+            if not isinstance(tracked, dict):
+                raise ValueError(f"attribute {TRACKED_ATTR} is not a JSON object")
+            return weights, {str(k): int(v) for k, v in tracked.items()}
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated: {_first_line(exc)}") from None
+
+
+def _find_datasets(f: Any, path: Path) -> dict[str, list[Any]]:
+    if "layers" in f:
+        return _keras3_datasets(f, path)
+    if _has_str_list(f, "layer_names"):
+        return _legacy_datasets(f, path)
+    if "model_weights" in f and _has_str_list(f["model_weights"], "layer_names"):
+        return _legacy_datasets(f["model_weights"], path)
+    raise CheckpointError(
+        f"{path} holds no Keras weights (neither a Keras 3 'layers' group nor a "
+        f"Keras 2 'layer_names' attribute)"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line, whole (never cut mid-sentence)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_keras_model_weights(
@@ -295,3 +432,14 @@ def describe_nonfinite(found: list[tuple[str, int]], limit: int = 3) -> str:
     parts = [f"{k} ({n} value{'s' if n != 1 else ''})" for k, n in found[:limit]]
     more = f" and {len(found) - limit} more tensors" if len(found) > limit else ""
     return ", ".join(parts) + more
+
+
+def refuse_nonfinite(state: dict[str, np.ndarray], src: str | os.PathLike[str]) -> None:
+    """Raise a one-line error naming the first NaN/Inf tensor of ``state`` and the count."""
+    found = nonfinite_tensors(state)
+    if found:
+        key, count = found[0]
+        raise CheckpointError(
+            f"{src} holds non-finite values: {key} has {count} NaN/Inf value"
+            f"{'s' if count != 1 else ''} ({len(found)} tensor{'s' if len(found) != 1 else ''}"
+            f" in all); nothing written (--allow-nonfinite to go on anyway)")

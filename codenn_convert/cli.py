@@ -7,10 +7,14 @@ that need them, so ``codenn --help`` and ``codenn list`` stay instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
+import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,11 +40,19 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 _STATE = {"debug": False}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Exit code of an unexpected failure (0 ok, 1 parity failure, 2 bad input).
+INTERNAL_ERROR = 3
 
 Options = Annotated[
     list[str] | None,
     typer.Option("--option", metavar="KEY=VALUE",
                  help="Builder option for both twins, e.g. transform_input=true; repeatable."),
+]
+AllowNonfinite = Annotated[
+    bool,
+    typer.Option("--allow-nonfinite", help="Go on with NaN/Inf weights (to move a broken "
+                 "file for debugging); refused by default."),
 ]
 InputSize = Annotated[
     tuple[int, int] | None,
@@ -59,8 +71,15 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+def _one_line(text: str) -> str:
+    """A message's first line, whole, without terminal escapes (logs are often pipes)."""
+    text = _ANSI.sub("", str(text)).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def handled(fn: F) -> F:
-    """Turn library errors into one stderr line and exit 2 (traceback only with --debug)."""
+    """Library errors -> one stderr line and exit 2; anything unexpected -> one line and exit
+    3 (never 1, which means a parity failure). Tracebacks only with --debug."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -72,19 +91,57 @@ def handled(fn: F) -> F:
         except CodennError as exc:
             if _STATE["debug"]:
                 raise
-            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            _error(f"error: {_one_line(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:
+        except KeyboardInterrupt:
+            _error("interrupted; no partial output was left")
+            raise typer.Exit(130) from None
+        except Terminated:
+            _error("terminated; no partial output was left")
+            raise typer.Exit(128 + signal.SIGTERM) from None
+        except Exception as exc:  # MemoryError included: it is a bug if our checks let it by
             if _STATE["debug"]:
                 raise
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            err.print(f"error: {type(exc).__name__}: {msg} (run with --debug for the traceback)",
-                      highlight=False, markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with "
+                   f"--debug for the traceback)")
+            raise typer.Exit(INTERNAL_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: str) -> None:
+    err.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _progress(title: str) -> Iterator[Callable[[str], None]]:
+    """Yield ``say(stage)``. On a terminal, a spinner shows the current stage; in a log (CI),
+    each finished stage is one plain line with its elapsed time, so the log shows where the
+    time went."""
+    if err.is_terminal:
+        with err.status(title) as status:
+            yield lambda msg: status.update(msg)
+        return
+    start = time.perf_counter()
+    stage = [title, start]
+
+    def say(msg: str) -> None:
+        now = time.perf_counter()
+        _error(f"{stage[0]}: {now - stage[1]:.1f} s")
+        stage[:] = [msg, now]
+
+    yield say
+    now = time.perf_counter()
+    _error(f"{stage[0]}: {now - stage[1]:.1f} s (total {now - start:.1f} s)")
+
+
+class Terminated(BaseException):
+    """SIGTERM (CI cancellation, ``timeout``, ``docker stop``), raised in the main thread so
+    that every ``finally`` runs: partial outputs are removed and old files stay intact."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def _show_version(value: bool) -> None:
@@ -127,14 +184,15 @@ def convert(
         help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
     dst: Annotated[Path, typer.Argument(help="Destination checkpoint; format from extension.")],
     option: Options = None,
+    allow_nonfinite: AllowNonfinite = False,
 ) -> None:
     """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
     from codenn_convert.convert import convert_checkpoint
     from codenn_convert.registry import parse_options
 
-    with err.status(f"converting {src} -> {dst}"):
-        res = convert_checkpoint(model, src, dst,
-                                 options=parse_options(model, option or []))
+    with _progress(f"converting {src} -> {dst}"):
+        res = convert_checkpoint(model, src, dst, options=parse_options(model, option or []),
+                                 allow_nonfinite=allow_nonfinite)
     out.print(f"wrote {res.dst} ({res.dst_layout} layout, {res.tensors} tensors) "
               f"in {res.seconds:.2f} s", highlight=False)
 
@@ -151,42 +209,66 @@ def export(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 18,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     option: Options = None,
+    allow_nonfinite: AllowNonfinite = False,
 ) -> None:
     """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
     from codenn_convert.export import export_onnx
     from codenn_convert.registry import parse_options
 
     options = parse_options(model, option or [])
-    with err.status(f"exporting {model} ({framework}) to {output}"):
+    with _progress(f"exporting {model} ({framework}) to {output}"):
         path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
-                           input_size=input_size, opset=opset, seed=seed, options=options)
+                           input_size=input_size, opset=opset, seed=seed, options=options,
+                           allow_nonfinite=allow_nonfinite)
     out.print(f"wrote {path}", highlight=False)
 
 
-def _n(value: Any, spec: str) -> str:
-    """A metric for the table: ``None`` (not computable honestly) shows as ``n/a``."""
-    return "n/a" if value is None else format(value, spec)
+#: Columns a narrow terminal drops first, whole, so that no number is ever cut.
+_DROPPABLE = ("top-5", "cosine", "top-1", "max abs")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _result_table(result: Any) -> Table:
+    """The pairs of one result as a table as wide as the console allows: low-value columns
+    are dropped whole, never truncated. The divergent layer joins the status when it fits
+    (the line under the table names it either way)."""
+    inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
+    rows = [{"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
+             "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
+             "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
+             "status": "pass" if p.passed else "FAIL",
+             "at": (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
+             + (f" ({p.farther} farther from float64)" if p.farther else "")}
+            for p in result.pairs]
+    headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
+    width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
+    drop = list(_DROPPABLE)
+
+    def needed() -> int:  # 3 per column: padding and the gap between columns
+        return sum(width[h] + 3 for h in headers) + 1
+
+    while needed() > out.width and drop:
+        headers.remove(drop.pop(0))
+    at_width = max([width["status"]] + [len(r["status"] + r["at"]) for r in rows])
+    with_layer = needed() - width["status"] + at_width <= out.width
+    table = Table(*(Column(h, no_wrap=True) for h in headers), box=box.SIMPLE_HEAD,
+                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
+    for row in rows:
+        colour = "green" if row["status"] == "pass" else "red"
+        row["status"] = f"[{colour}]{row['status']}[/]" + (row["at"] if with_layer else "")
+        table.add_row(*(row[h] for h in headers))
+    return table
 
 
 def _print_result(result: Any, *, show_layers: bool = False) -> None:
-    inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
-    # Borderless and unwrapped, so the numbers stay whole in narrow logs.
-    table = Table(*(Column(h, no_wrap=True) for h in (
-        "pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status")),
-                  box=box.SIMPLE_HEAD,
-                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
-    for p in result.pairs:
-        status = "[green]pass[/]" if p.passed else "[red]FAIL[/]"
-        if p.first_divergent_layer:
-            status += f" at {p.first_divergent_layer}"
-        if p.farther:
-            status += f" ({p.farther} farther from float64)"
-        table.add_row(f"{p.a} vs {p.b}", _n(p.max_abs, ".2e"), _n(p.max_rel, ".2e"),
-                      _n(p.cosine, ".6f"), _n(p.top1, ".2f"), _n(p.top5, ".2f"), status)
+    table = _result_table(result)
     out.print(table)
     if result.error_vs_float64:
         out.print("error vs float64: " + ", ".join(
-            f"{k} {_n(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
+            f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
     for p in result.pairs:
         if p.layers and (show_layers or not p.passed):
             worst = max(p.layers, key=lambda e: e.max_rel)
@@ -276,8 +358,8 @@ def verify(
     config.check()
     if json_path is not None:
         ensure_writable(json_path)
-    with err.status(f"verifying {model}") as status:
-        results = verify_inputs(model, config, progress=lambda msg: status.update(msg))
+    with _progress(f"verifying {model}") as say:
+        results = verify_inputs(model, config, progress=say)
     if save_golden is not None and not all(r.passed for r in results):
         err.print(f"golden file not written: {model} failed verification", highlight=False)
     _finish(results, json_path, show_layers=layers)
@@ -356,6 +438,7 @@ def _verify_set(models: list[str] | None, all_models: bool, batch: int, seed: in
 
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app(prog_name="codenn")
 
 

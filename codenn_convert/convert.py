@@ -28,7 +28,7 @@ class ConvertResult:
 
 def convert_checkpoint(
     model: str, src: str | os.PathLike[str], dst: str | os.PathLike[str],
-    *, options: Mapping[str, Any] | None = None,
+    *, options: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
 ) -> ConvertResult:
     """Convert ``src`` to ``dst`` for ``model``.
 
@@ -37,6 +37,8 @@ def convert_checkpoint(
     (missing/unexpected keys, shapes) before anything is written, and ``dst`` is replaced
     atomically, so a failure leaves an existing file intact. ``options`` go to both twin
     builders (e.g. ``{"aux_logits": False}`` for an InceptionV3 checkpoint without aux head).
+    A source with NaN/Inf values is refused unless ``allow_nonfinite`` (to move a broken
+    file for debugging).
     """
     from codenn_convert import twins
     from codenn_convert.registry import get_model, get_spec
@@ -56,6 +58,8 @@ def convert_checkpoint(
     options = dict(options or {})
     keras_model = get_model(model, "keras", **options)
     state = twins.load_state(model, src, keras_model=keras_model)
+    if not allow_nonfinite:
+        checkpoint.refuse_nonfinite(state, src)
     if dst_layout == "keras":
         weights, tracked = twins.set_torch_state(keras_model, state, model)
         checkpoint.save_keras_model_weights(keras_model, dst, tracked)

@@ -73,15 +73,16 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Export the ``framework`` twin of ``model`` to ``output``.
 
     ``weights`` may be a torch- or Keras-layout checkpoint; without it the seeded realistic
     random weights are used. ``options`` go to the twin builders (e.g. InceptionV3's
-    ``transform_input``).
+    ``transform_input``). Weights with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
     from codenn_convert import twins
-    from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.checkpoint import ensure_writable, refuse_nonfinite
     from codenn_convert.init import realistic_state
 
     size = twins.default_input_size(model, input_size)
@@ -97,6 +98,8 @@ def export_onnx(
         twins.load_state(model, weights, keras_model=keras_model)
         if weights is not None else realistic_state(model, seed, **opts)
     )
+    if weights is not None and not allow_nonfinite:
+        refuse_nonfinite(state, weights)
     if framework == "torch":
         return export_torch_onnx(
             twins.torch_twin(model, state, **opts), output, input_size=size, opset=opset

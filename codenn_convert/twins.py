@@ -35,7 +35,8 @@ def load_state(
     kmodel = keras_model if keras_model is not None else get_model(name, "keras", **options)
     plan = keras_plan(kmodel)
     if checkpoint.layout_of(path) == "keras":
-        weights, tracked = checkpoint.read_keras_weights(path)
+        weights, tracked = checkpoint.read_keras_weights(
+            path, checkpoint.ShapeBudget.of_plan(plan))
         spec = get_spec(name)
         if spec.keras_filter and weights.keys() != {p.name for p in plan}:
             filtered = _resolve(spec.keras_filter)(weights)
