@@ -59,6 +59,11 @@ InputSize = Annotated[
     typer.Option("--input-size", metavar="H W", help="Spatial input size (default: model's)."),
 ]
 
+JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
+Rtol = Annotated[float | None, typer.Option(
+    "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
+    "for float32).")]
+
 
 def _quiet_frameworks() -> None:
     # TF's C++ start-up chatter would bury our one-line messages.
@@ -235,7 +240,8 @@ def _result_table(result: Any) -> Table:
              "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
              "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
              "status": "pass" if p.passed else "FAIL",
-             "at": f" at {p.first_divergent_layer}" if p.first_divergent_layer else ""}
+             "at": (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
+             + (f" ({p.farther} farther from float64)" if p.farther else "")}
             for p in result.pairs]
     headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
     width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
@@ -260,6 +266,9 @@ def _result_table(result: Any) -> Table:
 def _print_result(result: Any, *, show_layers: bool = False) -> None:
     table = _result_table(result)
     out.print(table)
+    if result.error_vs_float64:
+        out.print("error vs float64: " + ", ".join(
+            f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
     for p in result.pairs:
         if p.layers and (show_layers or not p.passed):
             worst = max(p.layers, key=lambda e: e.max_rel)
@@ -270,8 +279,27 @@ def _print_result(result: Any, *, show_layers: bool = False) -> None:
         elif not p.passed and not p.layers:
             out.print(f"{p.a} vs {p.b}: no layer of this pair could be compared",
                       highlight=False)
-    if result.error:
-        err.print(f"{result.model}: {result.error}", markup=False)
+    if not result.passed and (result.nonfinite_outputs or result.nonfinite_weights
+                              or result.error):
+        err.print(f"{result.model}: {result.reason}", markup=False, highlight=False)
+
+
+def _runtimes(value: str | None) -> tuple[str, ...]:
+    from codenn_convert.verification import RUNTIMES
+
+    return RUNTIMES if value is None else tuple(r.strip() for r in value.split(",") if r.strip())
+
+
+def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = False) -> None:
+    """Print each result, write the JSON report, exit 0 (all passed) or 1."""
+    from codenn_convert import report as rep
+
+    for result in results:
+        _print_result(result, show_layers=show_layers)
+    data = rep.build_report(results)
+    if json_path is not None:
+        rep.write_json(data, json_path)
+    raise typer.Exit(0 if rep.report_passed(data) else 1)
 
 
 @app.command()
@@ -295,48 +323,75 @@ def verify(
         "--image", metavar="PHOTO",
         help="Also check on this photo (ImageNet pre-processing); repeatable.")
     ] = None,
+    inputs: Annotated[list[Path] | None, typer.Option(
+        "--inputs", metavar="FILE.npy",
+        help="Also check on this float32 NCHW batch [N, 3, H, W] (H, W set the input size); "
+        "repeatable.")] = None,
+    runtimes: Annotated[str | None, typer.Option(
+        "--runtimes", metavar="LIST",
+        help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")
+    ] = None,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Compare every mapped layer of every pair (failing pairs always "
         "are).")] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")
-                         ] = None,
+    json_path: JsonPath = None,
+    save_golden: Annotated[Path | None, typer.Option(
+        "--save-golden", metavar="G.npz",
+        help="Record inputs, torch and float64 logits for `codenn check`.")] = None,
     keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
                                                    "this directory.")] = None,
-    rtol: Annotated[float | None, typer.Option("--rtol", help="Tolerance on max rel error "
-                                               "(default: the model's, 1e-5 for float32).")
-                    ] = None,
+    rtol: Rtol = None,
     option: Options = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
     files); compare all pairs and name the first divergent layer of a failing one."""
-    from codenn_convert import report as rep
     from codenn_convert.checkpoint import ensure_writable
     from codenn_convert.registry import parse_options
-    from codenn_convert.verification import verify_inputs
+    from codenn_convert.verification import VerifyOptions, verify_inputs
 
-    options = parse_options(model, option or [])
+    config = VerifyOptions(
+        weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
+        onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
+        runtimes=_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
+        inputs=inputs or (), options=parse_options(model, option or []), work_dir=keep_onnx,
+        save_golden=save_golden)
+    config.check()
     if json_path is not None:
         ensure_writable(json_path)
     with _progress(f"verifying {model}") as say:
-        results = verify_inputs(
-            model, weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
-            onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
-            images=image or (), layers=layers, work_dir=keep_onnx, rtol=rtol,
-            options=options, progress=say)
-    for result in results:
-        _print_result(result, show_layers=layers)
-    data = rep.build_report(results)
+        results = verify_inputs(model, config, progress=say)
+    if save_golden is not None and not all(r.passed for r in results):
+        err.print(f"golden file not written: {model} failed verification", highlight=False)
+    _finish(results, json_path, show_layers=layers)
+
+
+@app.command()
+@handled
+def check(
+    onnx_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="ONNX file to check.")],
+    golden: Annotated[Path, typer.Option("--golden", metavar="G.npz",
+                                         help="Golden file from `codenn verify --save-golden`.")],
+    rtol: Rtol = None,
+    json_path: JsonPath = None,
+) -> None:
+    """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow)."""
+    from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.golden import check_onnx
+
     if json_path is not None:
-        rep.write_json(data, json_path)
-    raise typer.Exit(0 if rep.report_passed(data) else 1)
+        ensure_writable(json_path)
+    _finish(check_onnx(onnx_file, golden, rtol=rtol), json_path)
 
 
 @app.command()
 @handled
 def report(
-    models: Annotated[list[str] | None, typer.Argument(help="Models (default: the default set)."
-                                                       )] = None,
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Models (default: the default set), or with --from-json the JSON files.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered variant.")] = False,
+    from_json: Annotated[bool, typer.Option(
+        "--from-json", help="Render the reports from `verify --json` files (e.g. CI shards) "
+        "instead of running models.")] = False,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path(
         "reports"),
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
@@ -346,42 +401,39 @@ def report(
         "(failing pairs are localised either way).")] = True,
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
-    from rich.progress import Progress
-
     from codenn_convert import report as rep
-    from codenn_convert.registry import get_spec, list_models
-    from codenn_convert.verification import ModelResult
-    from codenn_convert.verification import verify as run_verify
 
-    if models and all_models:
-        raise CodennError("give model names or --all, not both")
-    names = list_models() if all_models else (models or list_models(default_only=True))
-    for name in names:
-        get_spec(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results: list[ModelResult] = []
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("parity", total=len(names))
-        for name in names:
-            def say(msg: str) -> None:
-                progress.update(task, description=msg)  # noqa: B023 - used inside the loop
-
-            try:
-                results.append(run_verify(name, batch=batch, seed=seed, progress=say,
-                                          layers=[("torch", "keras")] if layers else False))
-            except CodennError:
-                raise
-            except Exception as exc:  # one broken model must not hide the others' results
-                spec = get_spec(name)
-                results.append(ModelResult(model=name, input_shape=[batch, 3, *spec.input_size],
-                                           seed=seed, rtol=spec.rtol,
-                                           error=f"{type(exc).__name__}: {exc}"[:300]))
-            _print_result(results[-1])
-            progress.advance(task)
-    data = rep.build_report(results)
+    if all_models and (models or from_json):
+        raise CodennError("give model names, --all or --from-json FILES, not two of them")
+    if from_json:
+        data = rep.merge_reports(models or [])
+    else:
+        data = rep.build_report(_verify_set(models, all_models, batch, seed, layers))
     for path in rep.write_reports(data, out_dir):
         out.print(f"wrote {path}", highlight=False)
     raise typer.Exit(0 if rep.report_passed(data) else 1)
+
+
+def _verify_set(models: list[str] | None, all_models: bool, batch: int, seed: int,
+                layers: bool) -> list[Any]:
+    """Verify the chosen models with a progress bar, printing each result as it comes."""
+    from rich.progress import Progress
+
+    from codenn_convert.registry import list_models
+    from codenn_convert.verification import VerifyOptions, verify_many
+
+    names = list_models() if all_models else (models or list_models(default_only=True))
+    config = VerifyOptions(batch=batch, seed=seed,
+                           layers=[("torch", "keras")] if layers else False)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("parity", total=len(names))
+
+        def done(result: Any) -> None:
+            _print_result(result)
+            progress.advance(task)
+
+        return verify_many(names, config, on_result=done,
+                           progress=lambda msg: progress.update(task, description=msg))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert import checkpoint, mapper
+from codenn_convert import checkpoint
 from codenn_convert.errors import UsageError
 
 
@@ -61,9 +61,7 @@ def convert_checkpoint(
     if not allow_nonfinite:
         checkpoint.refuse_nonfinite(state, src)
     if dst_layout == "keras":
-        weights, tracked = mapper.torch_to_keras(
-            state, mapper.plan_keras_model(keras_model), model)
-        mapper.set_keras_weights(keras_model, weights)
+        weights, tracked = twins.set_torch_state(keras_model, state, model)
         checkpoint.save_keras_model_weights(keras_model, dst, tracked)
         tensors = sum(len(v) for v in weights.values())
     else:

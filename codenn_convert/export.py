@@ -18,11 +18,11 @@ from typing import Any
 
 from codenn_convert.checkpoint import atomic_output
 from codenn_convert.errors import UsageError
+from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 from codenn_convert.registry import Framework
 
-DEFAULT_OPSET = 18
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_keras_model", "export_onnx",
+           "export_torch_onnx"]
 
 
 def export_torch_onnx(
@@ -104,8 +104,5 @@ def export_onnx(
         return export_torch_onnx(
             twins.torch_twin(model, state, **opts), output, input_size=size, opset=opset
         )
-    from codenn_convert import mapper
-
-    kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), model)
-    mapper.set_keras_weights(keras_model, kw)
+    twins.set_torch_state(keras_model, state, model)
     return export_keras_model(keras_model, output, opset=opset)

@@ -101,18 +101,15 @@ class Probe(Protocol):
 
 
 def layer_error(ref: np.ndarray, other: np.ndarray) -> float:
-    """``max|ref - other| / max|ref|`` over finite values; inf if shapes or NaN/Inf differ."""
+    """``max|ref - other| / max|ref|``; inf if shapes differ or either holds NaN/Inf.
+
+    NaN/Inf never agree, not even at the same places (issue 9): a layer past the point
+    where a corrupted weight enters is infinitely wrong, never "0.0 over the rest".
+    """
     if ref.shape != other.shape:
         return float("inf")
-    fin_r, fin_o = np.isfinite(ref), np.isfinite(other)
-    if not (fin_r.all() and fin_o.all()):
-        same = (np.array_equal(np.isnan(ref), np.isnan(other))
-                and np.array_equal(np.isposinf(ref), np.isposinf(other))
-                and np.array_equal(np.isneginf(ref), np.isneginf(other)))
-        if not same:
-            return float("inf")
-        mask = fin_r & fin_o
-        ref, other = ref[mask], other[mask]
+    if not (np.isfinite(ref).all() and np.isfinite(other).all()):
+        return float("inf")
     if ref.size == 0:
         return 0.0
     # float32 differences: the rounding of a - b is relative 6e-8 of the difference itself.
@@ -579,3 +576,25 @@ def localise_models(
     probes = {"torch": TorchProbe(torch_model, layers), "keras": KerasProbe(keras_model, layers)}
     return localise(probes, [("torch", "keras")], layers, x, tol=tol,
                     budget_bytes=budget_bytes)[("torch", "keras")]
+
+
+def first_nonfinite_layer(
+    probe: Probe,
+    layers: Sequence[MappedLayer],
+    x: np.ndarray,
+    *,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> str | None:
+    """The first mapped layer (topological order) whose output holds NaN or Inf.
+
+    That layer, or the weights feeding it, is where a corrupted tensor enters; everything
+    after it is non-finite only by propagation. None if no layer the probe sees is.
+    """
+    seen = [m for m in layers if m.name in probe.names]
+    for chunk in _chunks(seen, lambda m: m.nbytes(int(x.shape[0])), budget_bytes):
+        outputs = probe.run([m.name for m in chunk], x)
+        for m in chunk:
+            y = outputs.get(m.name)
+            if y is not None and not np.isfinite(y).all():
+                return m.name
+    return None

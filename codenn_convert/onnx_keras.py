@@ -29,10 +29,9 @@ import numpy as np
 
 from codenn_convert.checkpoint import atomic_output
 from codenn_convert.errors import OutputError, UsageError
+from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 
 #: ONNX names of the exported input and output (the torch export uses the same ones).
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 #: Symbolic batch dimension of both.
 BATCH_DIM = "N"
 #: Variables at least this large are fed as graph inputs even when they are vectors.
@@ -46,7 +45,8 @@ _GRAPH_INITIALIZER = 5
 _TENSOR_RAW_DATA = 9
 
 
-def export_keras_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
+def export_keras_onnx(model: Any, path: str | os.PathLike[str], *,
+                      opset: int = DEFAULT_OPSET) -> Path:
     """Export the logits of a built Keras twin to one ONNX file, atomically.
 
     The file takes ``input`` as float32 NCHW ``[N, 3, H, W]`` (dynamic batch) and returns

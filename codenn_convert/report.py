@@ -74,14 +74,36 @@ def schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- numbers
 
 
-def _num(v: Any) -> float:
-    """A report number as a float (the JSON form writes non-finite ones as strings)."""
+def _num(v: Any) -> float | None:
+    """A report number as a float (the JSON form writes non-finite ones as strings);
+    ``None`` stays None (a metric that could not be computed honestly)."""
     return float(v) if isinstance(v, str) else v
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, spec: str = ".2e") -> str:
     v = _num(v)
-    return str(v) if not math.isfinite(v) else f"{v:.2e}"
+    if v is None:
+        return "n/a"
+    return str(v) if not math.isfinite(v) else format(v, spec)
+
+
+#: Unicode blocks for a histogram drawn as one short word.
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def spark(histogram: dict[str, Any]) -> str:
+    """A histogram's counts as a row of block characters (log-scaled heights)."""
+    counts = histogram.get("counts") or []
+    top = max(counts, default=0)
+    if not top:
+        return ""
+    return "".join(_BARS[0] if not c else _BARS[1 + round(7 * math.log1p(c) / math.log1p(top))]
+                   for c in counts)
+
+
+def _oracle(m: dict[str, Any]) -> str:
+    """``torch 1.2e-07, keras 3.0e-07, ...``: each runtime's distance to float64."""
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in (m.get("error_vs_float64") or {}).items())
 
 
 def _json_safe(obj: Any) -> Any:
@@ -126,11 +148,19 @@ def to_markdown(report: dict[str, Any]) -> str:
             status = "pass" if p["passed"] else "**FAIL**"
             if p.get("first_divergent_layer"):
                 status += f" (first divergent layer: `{p['first_divergent_layer']}`)"
+            if p.get("farther"):
+                status += f" ({p['farther']} farther from float64)"
             lines.append(
                 f"| {label} | {shape} | {p['a']} vs {p['b']} | {_fmt(p['max_abs'])} | "
-                f"{_fmt(p['max_rel'])} | {_num(p['cosine']):.8f} | {p['top1']:.2f} | "
-                f"{p['top5']:.2f} | {status} |"
+                f"{_fmt(p['max_rel'])} | {_fmt(p['cosine'], '.8f')} | {_fmt(p['top1'], '.2f')} | "
+                f"{_fmt(p['top5'], '.2f')} | {status} |"
             )
+    notes = [f"- {_model_label(m)}: {m['reason']}" for m in report["models"]
+             if not m["passed"] and m.get("reason")]
+    notes += [f"- {_model_label(m)}: error vs float64: {_oracle(m)}" for m in report["models"]
+              if m.get("error_vs_float64")]
+    if notes:
+        lines += ["", *notes]
     env = report["environment"]
     lines += ["", "Tolerance: max rel <= rtol (1e-5 for float32) relative to the largest "
               "reference logit.", "",
@@ -155,6 +185,7 @@ td.pass { background: #d9f2d9; } td.fail { background: #f8d0d0; font-weight: bol
 td.error { background: #f8d0d0; text-align: left; } td.none { background: #f7f7f7; }
 .status-pass { color: #1a7f1a; } .status-fail { color: #b00; }
 figure { margin: 1em 0 2em; } img { max-width: 100%; }
+.spark { font-family: monospace; letter-spacing: -1px; color: #555; }
 code { background: #f3f3f3; padding: 0 3px; }
 </style></head><body>
 <h1>codenn-convert parity: <span class="status-{{ 'pass' if passed else 'fail' }}">
@@ -171,9 +202,23 @@ code { background: #f3f3f3; padding: 0 3px; }
 {%- else %}{% for pair in pair_names %}{% set p = m.pairs.get(pair) %}
 {%- if p %}<td class="{{ 'pass' if p.passed else 'fail' }}" title="{{ p.title }}">
 {{- p.max_rel }}{% if p.first_divergent_layer %}<br><small>at {{ p.first_divergent_layer }}
-</small>{% endif %}</td>
+</small>{% endif %}{% if p.farther %}<br><small>{{ p.farther }} farther from float64</small>
+{%- endif %}<br><span class="spark" title="|a-b|/max|a| per decade, 0 .. 1e-10 .. 1 .. inf">
+{{- p.spark }}</span></td>
 {%- else %}<td class="none">&ndash;</td>{% endif %}{% endfor %}{% endif %}</tr>
 {%- endfor %}
+</tbody></table>
+<p>Under each number: the distribution of |a &minus; b| / max |a| over all logits, one bar per
+decade from 1e-10 (left) to &ge; 1 (right), log-scaled heights.</p>
+<h2>Distance to float64</h2>
+<p>max |x &minus; exact| / max |exact| per runtime, <code>exact</code> the torch twin run in
+float64 with the same weights. Rounding leaves every runtime near it; a semantic fault puts
+one side far from it (named in a failing pair as the farther side).</p>
+<table id="oracle"><thead><tr><th>model</th><th>input</th><th>error vs float64</th>
+<th>reason</th></tr></thead><tbody>
+{%- for m in models %}<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
+<td class="name">{{ m.oracle or '&ndash;'|safe }}</td>
+<td class="name">{{ m.reason or '' }}</td></tr>{% endfor %}
 </tbody></table>
 <h2>Per-layer relative error</h2>
 <p>Every mapped layer (named by its torch module path) compared in topological order,
@@ -258,11 +303,15 @@ def to_html(report: dict[str, Any]) -> str:
             if key not in pair_names:
                 pair_names.append(key)
             title = (f"max abs {_fmt(p['max_abs'])}, max rel {_fmt(p['max_rel'])}, cosine "
-                     f"{_num(p['cosine']):.8f}, top-1 {p['top1']:.2f}, top-5 {p['top5']:.2f}")
-            pairs[key] = {**p, "max_rel": _fmt(p["max_rel"]), "title": title}
+                     f"{_fmt(p['cosine'], '.8f')}, top-1 {_fmt(p['top1'], '.2f')}, top-5 "
+                     f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}")
+            pairs[key] = {**p, "max_rel": _fmt(p["max_rel"]), "title": title,
+                          "spark": spark(p.get("histogram") or {}),
+                          "farther": p.get("farther")}
         models.append({
             "label": _model_label(m), "shape": "x".join(str(d) for d in m["input_shape"]),
             "error": m["error"], "pairs": pairs, "plot": _layer_plot(m),
+            "oracle": _oracle(m), "reason": m.get("reason") if not m["passed"] else None,
             "layer_pairs": [{**p, "count": len(p["layers"])} for p in m["pairs"]
                             if p.get("layers")],
         })
@@ -296,15 +345,21 @@ def to_junit(report: dict[str, Any]) -> str:
                 failures += 1
                 where = p.get("first_divergent_layer")
                 message = (f"max_rel {_fmt(p['max_rel'])} > rtol {m['rtol']:g}"
-                           + (f"; first divergent layer {where}" if where else ""))
+                           + (f"; first divergent layer {where}" if where else "")
+                           + (f"; {p['farther']} farther from float64"
+                              if p.get("farther") else ""))
+                if p.get("nonfinite"):
+                    message = (f"non-finite outputs in {', '.join(p['nonfinite'])}; "
+                               + message)
                 if not p.get("nonfinite_match", True):
                     message = "NaN/Inf positions differ; " + message
                 detail = "\n".join([
                     f"model: {m['model']} input {m['input_shape']} ({m['inputs']}), "
                     f"seed {m['seed']}",
                     f"max_abs: {_fmt(p['max_abs'])}", f"max_rel: {_fmt(p['max_rel'])}",
-                    f"cosine: {_num(p['cosine']):.8f}", f"top1: {p['top1']:.3f}",
-                    f"top5: {p['top5']:.3f}", f"first_divergent_layer: {where}",
+                    f"cosine: {_fmt(p['cosine'], '.8f')}", f"top1: {_fmt(p['top1'], '.3f')}",
+                    f"top5: {_fmt(p['top5'], '.3f')}", f"first_divergent_layer: {where}",
+                    f"error_vs_float64: {_oracle(m)}", f"reason: {m.get('reason')}",
                 ])
                 ET.SubElement(case, "failure", message=message, type="ParityFailure").text = (
                     detail)
@@ -344,6 +399,37 @@ def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> li
             tmp.write_text(text, encoding="utf-8")
         written.append(out / name)
     return written
+
+
+def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``verify --json`` / ``parity.json`` file, checked to be a report; one-line errors."""
+    from codenn_convert.errors import UsageError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"report not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not a JSON report: {str(exc)[:120]}") from None
+    needed = schema()["$defs"]["model"]["required"]
+    models = data.get("models") if isinstance(data, dict) else None
+    if (not isinstance(models, list) or not isinstance(data.get("environment"), dict)
+            or not all(isinstance(m, dict) and all(k in m for k in needed) for m in models)):
+        raise UsageError(f"{path} is not a codenn report (no environment/models entries)")
+    return data
+
+
+def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """One report from several (e.g. CI shards): their model entries in the order given,
+    the first file's environment."""
+    from codenn_convert.errors import UsageError
+
+    if not paths:
+        raise UsageError("--from-json needs at least one JSON report file")
+    shards = [read_json_report(p) for p in paths]
+    return {"environment": shards[0]["environment"],
+            "models": [m for shard in shards for m in shard["models"]]}
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report

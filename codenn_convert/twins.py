@@ -80,9 +80,20 @@ def keras_twin(
 ) -> Any:
     """The Keras twin, built for ``input_size``, with ``state`` mapped in."""
     model = get_model(name, "keras", input_size=input_size, **kwargs)
-    weights, _ = mapper.torch_to_keras(state, keras_plan(model), name)
-    mapper.set_keras_weights(model, weights)
+    set_torch_state(model, state, name)
     return model
+
+
+def set_torch_state(model: Any, state: TorchState, name: str
+                    ) -> tuple[mapper.KerasWeights, dict[str, int]]:
+    """Map a torch-layout ``state`` into the built Keras twin ``model`` (in place).
+
+    The one place a torch state enters a Keras twin; returns the mapped Keras weights and
+    the ``num_batches_tracked`` values the Keras file can carry.
+    """
+    weights, tracked = mapper.torch_to_keras(state, keras_plan(model), name)
+    mapper.set_keras_weights(model, weights)
+    return weights, tracked
 
 
 def default_input_size(name: str, input_size: tuple[int, int] | None) -> tuple[int, int]:

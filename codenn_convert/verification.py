@@ -1,61 +1,92 @@
-"""Four-runtime parity verification: torch, keras, onnx-torch, onnx-keras (+ user ONNX files).
+"""Parity verification: runners (:mod:`codenn_convert.runners`) on inputs
+(:mod:`codenn_convert.inputs`), every pair compared (:mod:`codenn_convert.metrics`).
 
 The verifier returns data (:class:`ModelResult`); :mod:`codenn_convert.report` formats it.
-Every runtime sees the same NCHW batch (Keras gets it transposed to NHWC, never reshaped):
-a seeded N(0,1) batch, and optionally real photos (:mod:`codenn_convert.images`).
+Every runtime sees the same NCHW batches (Keras gets them transposed to NHWC, never
+reshaped): the seeded N(0,1) batch, photos, and the user's ``.npy`` batches.
 
 Artifacts users bring join the comparison: ``torch_weights`` feeds the torch side (torch and
 onnx-torch), ``keras_weights`` the Keras side (keras and onnx-keras); a missing side is filled
-from the other by our mapping. Each given ONNX file is one more runtime, ``onnx:<file name>``
-(it is not taken to replace onnx-torch or onnx-keras: who produced a file is a guess, and our
-own exports stay checked).
+from the other by our mapping. Each given ONNX file is one more runtime, ``onnx:<file name>``.
+
+The torch twin run in float64 with the torch side's weights is the exact reference: every
+runtime's distance to it (``error_vs_float64``) tells rounding (all near it) from a fault
+(one side far), and a failing pair names its farther side.
 
 When a pair fails, and for the pairs asked for with ``layers``, every mapped layer is compared
-(:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path.
+(:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path;
+a runtime with NaN/Inf logits gets the first layer whose output is non-finite.
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
+import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.localise import LAYER_RTOL, LayerError, onnx_input_layout
+from codenn_convert.errors import CodennError, UsageError
+from codenn_convert.inputs import NORMAL_INPUTS, Batch, seeded_batch
+from codenn_convert.localise import LAYER_RTOL, LayerError
+from codenn_convert.metrics import PairResult, compare, errors_vs_exact, farther_side
+from codenn_convert.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
 
-__all__ = ["RUNTIMES", "LayerError", "ModelResult", "PairResult", "compare", "seeded_batch",
-           "verify", "verify_inputs"]
+__all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "ModelResult",
+           "PairResult", "VerifyOptions", "compare", "compare_runners", "seeded_batch",
+           "verify", "verify_inputs", "verify_many"]
 
 RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
-#: Runtime name prefix of a user-given ONNX file: ``onnx:<file name>``.
-ONNX_FILE_PREFIX = "onnx:"
-#: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
-NORMAL_INPUTS = "normal(0,1)"
+#: The name of the float64 torch run, the exact reference.
+ORACLE = "float64"
+
+PathLike = str | os.PathLike[str]
 
 
-@dataclass
-class PairResult:
-    """Comparison of runtime ``b`` against reference runtime ``a``."""
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What to verify and how; every field has the CLI's default."""
 
-    a: str
-    b: str
-    max_abs: float
-    max_rel: float
-    cosine: float
-    top1: float
-    top5: float
-    passed: bool
-    nonfinite_match: bool = True
-    first_divergent_layer: str | None = None
-    layers: list[LayerError] = field(default_factory=list)
+    weights: PathLike | None = None  # both sides, either layout
+    torch_weights: PathLike | None = None  # torch side (torch, onnx-torch)
+    keras_weights: PathLike | None = None  # Keras side (keras, onnx-keras)
+    onnx: Sequence[PathLike] = ()  # given ONNX files, runtimes onnx:<file name>
+    batch: int = 2
+    seed: int = 0
+    input_size: tuple[int, int] | None = None
+    runtimes: Sequence[str] = RUNTIMES  # which of our four runtimes run
+    rtol: float | None = None  # default: the model's
+    #: Compare every mapped layer of all pairs (True) or of the given pairs.
+    layers: bool | Collection[tuple[str, str]] = False
+    localise_failures: bool = True
+    normal: bool = True  # run the seeded batch
+    images: Sequence[PathLike] = ()
+    inputs: Sequence[PathLike] = ()  # .npy batches, float32 [N, 3, H, W]
+    options: Mapping[str, Any] = field(default_factory=dict)  # builder options, both twins
+    work_dir: PathLike | None = None  # keep our ONNX exports here
+    save_golden: PathLike | None = None
+
+    def check(self) -> None:
+        """Reject impossible combinations before any model work."""
+        if self.rtol is not None and not (math.isfinite(self.rtol) and self.rtol > 0):
+            raise UsageError(f"rtol must be a positive finite number, got {self.rtol}")
+        if self.batch < 1:
+            raise UsageError("batch must be at least 1")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown or len(self.runtimes) + len(self.onnx) < 2:
+            raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)} and ONNX "
+                             f"files" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        if self.weights is not None and (self.torch_weights or self.keras_weights):
+            raise UsageError("give --weights (both sides) or --torch-weights/--keras-weights, "
+                             "not both")
+        if self.save_golden is not None and "torch" not in self.runtimes:
+            raise UsageError("--save-golden records the torch logits: keep torch in runtimes")
 
 
 @dataclass
@@ -72,110 +103,176 @@ class ModelResult:
     error: str | None = None
     layer_rtol: float = LAYER_RTOL
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``max|x - exact| / max|exact|`` per runtime, ``exact`` the float64 torch run.
+    error_vs_float64: dict[str, float | None] = field(default_factory=dict)
+    #: Runtimes whose logits hold NaN/Inf -> the first layer whose output does (if found).
+    nonfinite_outputs: dict[str, str | None] = field(default_factory=dict)
+    #: Checkpoint tensors holding NaN/Inf: ``{"tensor": key, "count": values}``.
+    nonfinite_weights: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.error is None and bool(self.pairs) and all(p.passed for p in self.pairs)
+        return (self.error is None and bool(self.pairs) and all(p.passed for p in self.pairs)
+                and not self.nonfinite_outputs and not self.nonfinite_weights)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the entry failed, in one line (None when it passed)."""
+        if self.passed:
+            return None
+        parts = [self.error] if self.error else []
+        if self.nonfinite_weights:
+            parts.append("non-finite weights: " + ", ".join(
+                f"{w['tensor']} ({w['count']})" for w in self.nonfinite_weights[:3]))
+        if self.nonfinite_outputs:
+            parts.append("non-finite outputs in " + ", ".join(
+                name + (f" (from {layer})" if layer else "")
+                for name, layer in self.nonfinite_outputs.items()))
+        failed = [f"{p.a} vs {p.b}" for p in self.pairs if not p.passed]
+        if failed and not self.nonfinite_outputs:
+            parts.append("failing pairs: " + ", ".join(failed))
+        return "; ".join(parts) or "no pairs compared"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "passed": self.passed, "reason": self.reason}
 
 
-def _topk_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """Fraction of samples whose top-k class *sets* agree (order within the set ignored)."""
-    k = min(k, a.shape[-1])
-    ta = np.argsort(-a, axis=-1, kind="stable")[:, :k]
-    tb = np.argsort(-b, axis=-1, kind="stable")[:, :k]
-    same = [set(x) == set(y) for x, y in zip(ta.tolist(), tb.tolist(), strict=True)]
-    return float(np.mean(same))
+# --------------------------------------------------------------------------- orchestration
 
 
-def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str] = ("a", "b")
-            ) -> PairResult:
-    """Compare ``b`` against reference ``a``.
+@dataclass
+class Comparison:
+    """What :func:`compare_runners` returns: logits and pair results per input."""
 
-    NaN/Inf positions must match first; the differences are then taken over finite values.
-    ``max_rel`` is ``max|a-b| / max|a|``: relative to the largest reference magnitude, so a
-    tiny logit near zero cannot inflate it.
+    names: list[str]
+    outputs: dict[str, list[np.ndarray]]
+    exact: list[np.ndarray] | None
+    pairs: list[dict[tuple[str, str], PairResult]]
+
+    @property
+    def order(self) -> list[tuple[str, str]]:
+        return list(itertools.combinations(self.names, 2))
+
+
+Localise = Callable[[Comparison, list[set[tuple[str, str]]]], None]
+
+
+def compare_runners(
+    runners: Sequence[Runner], inputs: Sequence[Batch], *, rtol: float,
+    oracle: Runner | None = None, wanted: Collection[tuple[str, str]] = (),
+    localise: Localise | None = None, localise_failures: bool = True,
+    timed: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> Comparison:
+    """Run every runner on every input and compare all pairs (``(earlier, later)``).
+
+    Pairs are compared as soon as both outputs are in, and the failing ones (with
+    ``localise_failures``) and ``wanted`` are handed to ``localise`` then: torch vs keras
+    is localised while nothing but the twins is in memory, before any export.
+    The ``oracle`` runs first; it is a reference, not a pair member.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"output shapes differ: {names[0]} {a.shape} vs {names[1]} {b.shape}")
-    same_nonfinite = bool(
-        np.array_equal(np.isnan(a), np.isnan(b))
-        and np.array_equal(np.isposinf(a), np.isposinf(b))
-        and np.array_equal(np.isneginf(a), np.isneginf(b))
-    )
-    finite = np.isfinite(a) & np.isfinite(b)
-    fa, fb = a[finite], b[finite]
-    max_abs = float(np.max(np.abs(fa - fb))) if fa.size else 0.0
-    scale = float(np.max(np.abs(fa))) if fa.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else max_abs
-    denom = float(np.linalg.norm(fa) * np.linalg.norm(fb))
-    cosine = float(np.dot(fa, fb) / denom) if denom > 0 else float(np.array_equal(fa, fb))
-    a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    if not same_nonfinite:
-        max_abs = max_rel = float("inf")
-    return PairResult(
-        a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel, cosine=cosine,
-        top1=_topk_agreement(a2, b2, 1), top5=_topk_agreement(a2, b2, 5),
-        passed=same_nonfinite and max_rel <= rtol, nonfinite_match=same_nonfinite,
-    )
+    clock = timed or (lambda _label, fn: fn())
+    xs = [x for _, x in inputs]
+    result = Comparison([r.name for r in runners], {}, None, [{} for _ in xs])
+    if oracle is not None:
+        result.exact = clock(f"run {oracle.name}", lambda: oracle.run(xs))
+    for runner in runners:
+        if runner.prepare_label:
+            clock(runner.prepare_label, runner.prepare)
+        result.outputs[runner.name] = clock(f"run {runner.name}", lambda r=runner: r.run(xs))
+        ready = [p for p in result.order if p[0] in result.outputs and p[1] in result.outputs
+                 and p not in result.pairs[0]]
+        for k, found in enumerate(result.pairs):
+            for a, b in ready:
+                found[(a, b)] = compare(result.outputs[a][k], result.outputs[b][k], rtol=rtol,
+                                        names=(a, b))
+        todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
+                for found in result.pairs]
+        if localise is not None and any(todo):
+            clock(f"layers ({runner.name})", lambda t=todo: localise(result, t))
+    return result
 
 
-def seeded_batch(batch: int, input_size: tuple[int, int], seed: int) -> np.ndarray:
-    """The verifier's NCHW float32 N(0,1) batch."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, 3, *input_size), dtype=np.float32)
+def _config(config: VerifyOptions | None, fields: Mapping[str, Any]) -> VerifyOptions:
+    return replace(config or VerifyOptions(), **fields)
 
 
+def verify(model: str, config: VerifyOptions | None = None, *,
+           progress: Callable[[str], None] | None = None,
+           image: PathLike | None = None, **fields: Any) -> ModelResult:
+    """Verify ``model`` on one input: the seeded batch, or the photo ``image``.
 
-def _onnx_runtime_names(files: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
-    """``{"onnx:<file name>": path}`` for user-given ONNX files (names must be unique)."""
-    named: dict[str, Path] = {}
-    for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise UsageError(f"ONNX file not found: {path}")
-        name = ONNX_FILE_PREFIX + path.name
-        if name in named:
-            raise UsageError(f"two ONNX files are named {path.name}; their runtimes would "
-                             f"share the name {name}")
-        named[name] = path
-    return named
+    ``config`` and/or keyword ``fields`` of :class:`VerifyOptions` say what to verify.
+    """
+    if image is not None:
+        fields = {**fields, "normal": False, "images": (image,)}
+    return verify_inputs(model, config, progress=progress, **fields)[0]
 
 
-def _run_onnx(path: Path, batches: Sequence[np.ndarray], input_size: tuple[int, int]
-              ) -> list[np.ndarray]:
-    """The first output of ``path`` on each NCHW batch (fed as NHWC if the graph takes it)."""
-    from codenn_convert.localise import onnx_session, run_onnx
-
-    try:
-        sess = onnx_session(path)
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for a bad file
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a loadable ONNX model: {first_line[:200]}"
-                              ) from None
-    layout = onnx_input_layout(sess.get_inputs()[0].shape, input_size)
-    first = [sess.get_outputs()[0].name]
-    return [run_onnx(sess, first, x, layout)[0] for x in batches]
+def verify_inputs(model: str, config: VerifyOptions | None = None, *,
+                  progress: Callable[[str], None] | None = None, **fields: Any
+                  ) -> list[ModelResult]:
+    """Verify ``model`` on every input source; one :class:`ModelResult` per input, the
+    models built and exported once for all of them. Raises :class:`UsageError` for bad
+    arguments; runtime failures propagate."""
+    return VerifyRun(model, _config(config, fields), progress).run()
 
 
-def _sources(
-    weights: str | os.PathLike[str] | None,
-    torch_weights: str | os.PathLike[str] | None,
-    keras_weights: str | os.PathLike[str] | None,
-) -> tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None]:
-    """The checkpoints feeding the torch side and the Keras side (None: seeded weights)."""
-    if weights is not None and (torch_weights is not None or keras_weights is not None):
-        raise UsageError("give --weights (both sides) or --torch-weights/--keras-weights, "
-                         "not both")
-    if weights is not None:
-        return weights, weights
-    # A missing side is filled from the other one through the mapping.
-    return (torch_weights if torch_weights is not None else keras_weights,
-            keras_weights if keras_weights is not None else torch_weights)
+def verify_many(models: Sequence[str], config: VerifyOptions | None = None, *,
+                progress: Callable[[str], None] | None = None,
+                on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
+    """Verify several models; a model that crashes becomes an entry with ``error`` set,
+    so one broken model cannot hide the others' results. Usage errors still raise."""
+    from codenn_convert.registry import get_spec
+
+    config = config or VerifyOptions()
+    for name in models:
+        get_spec(name)  # unknown names fail before any work
+    results: list[ModelResult] = []
+    for name in models:
+        try:
+            found = verify_inputs(name, config, progress=progress)
+        except CodennError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported in the entry, not swallowed
+            spec = get_spec(name)
+            size = list(config.input_size or spec.input_size)
+            found = [ModelResult(model=name, input_shape=[config.batch, 3, *size],
+                                 seed=config.seed, rtol=config.rtol or spec.rtol,
+                                 options=dict(config.options),
+                                 error=f"{type(exc).__name__}: {exc}"[:300])]
+        for r in found:
+            if on_result is not None:
+                on_result(r)
+        results += found
+    return results
+
+
+def _timer(model: str, results: Sequence[ModelResult], say: Callable[[str], None]
+           ) -> Callable[[str, Callable[[], Any]], Any]:
+    """A clock that reports progress and records each stage's seconds in every result."""
+    def timed(label: str, fn: Callable[[], Any]) -> Any:
+        say(f"{model}: {label}")
+        start = time.perf_counter()
+        value = fn()
+        for r in results:
+            r.seconds[label] = round(time.perf_counter() - start, 3)
+        return value
+    return timed
+
+
+def fill_results(results: Sequence[ModelResult], found: Comparison) -> None:
+    """Pairs, distances to the exact result and the farther side of failing pairs."""
+    for k, result in enumerate(results):
+        result.pairs = [found.pairs[k][p] for p in found.order]
+        if found.exact is not None:
+            result.error_vs_float64 = errors_vs_exact(found.outputs, found.exact, k)
+            for p in result.pairs:
+                if not p.passed:
+                    p.farther = farther_side(p, result.error_vs_float64)
+        result.nonfinite_outputs = {name: None for name, ys in found.outputs.items()
+                                    if not np.isfinite(ys[k]).all()}
+
+
 
 
 def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tuple[str, str]]
@@ -189,219 +286,170 @@ def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tu
     return {p for p in pairs if p in asked or (p[1], p[0]) in asked}
 
 
-def verify(
-    model: str,
-    *,
-    weights: str | os.PathLike[str] | None = None,
-    torch_weights: str | os.PathLike[str] | None = None,
-    keras_weights: str | os.PathLike[str] | None = None,
-    onnx: Sequence[str | os.PathLike[str]] = (),
-    batch: int = 2,
-    seed: int = 0,
-    input_size: tuple[int, int] | None = None,
-    runtimes: Sequence[str] = RUNTIMES,
-    work_dir: str | os.PathLike[str] | None = None,
-    rtol: float | None = None,
-    progress: Callable[[str], None] | None = None,
-    layers: bool | Collection[tuple[str, str]] = False,
-    localise_failures: bool = True,
-    image: str | os.PathLike[str] | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> ModelResult:
-    """Run one batch through every runtime and compare all pairs.
-
-    The batch is the seeded N(0,1) one, or the photo ``image`` (one sample, ImageNet
-    pre-processing). See :func:`verify_inputs` for the other arguments.
-    """
-    return verify_inputs(
-        model, weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
-        onnx=onnx, batch=batch, seed=seed, input_size=input_size, runtimes=runtimes,
-        work_dir=work_dir, rtol=rtol, progress=progress, layers=layers,
-        localise_failures=localise_failures, normal=image is None,
-        images=() if image is None else (image,), options=options,
-    )[0]
+def _sources(c: VerifyOptions) -> tuple[PathLike | None, PathLike | None]:
+    """The checkpoints feeding the torch side and the Keras side (None: seeded weights)."""
+    if c.weights is not None:
+        return c.weights, c.weights
+    # A missing side is filled from the other one through the mapping.
+    return (c.torch_weights if c.torch_weights is not None else c.keras_weights,
+            c.keras_weights if c.keras_weights is not None else c.torch_weights)
 
 
-def verify_inputs(
-    model: str,
-    *,
-    weights: str | os.PathLike[str] | None = None,
-    torch_weights: str | os.PathLike[str] | None = None,
-    keras_weights: str | os.PathLike[str] | None = None,
-    onnx: Sequence[str | os.PathLike[str]] = (),
-    batch: int = 2,
-    seed: int = 0,
-    input_size: tuple[int, int] | None = None,
-    runtimes: Sequence[str] = RUNTIMES,
-    work_dir: str | os.PathLike[str] | None = None,
-    rtol: float | None = None,
-    progress: Callable[[str], None] | None = None,
-    layers: bool | Collection[tuple[str, str]] = False,
-    localise_failures: bool = True,
-    normal: bool = True,
-    images: Sequence[str | os.PathLike[str]] = (),
-    options: Mapping[str, Any] | None = None,
-) -> list[ModelResult]:
-    """Verify ``model`` on the seeded batch (if ``normal``) and on each photo in ``images``.
+def _nonfinite_weights(*states: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    from codenn_convert.checkpoint import nonfinite_tensors
 
-    Returns one :class:`ModelResult` per input (``inputs`` is ``"normal(0,1)"`` or
-    ``"image:<file name>"``); the models are built and exported once for all of them.
+    found: dict[str, int] = {}
+    for state in states:
+        found.update(nonfinite_tensors(dict(state)))
+    return [{"tensor": k, "count": n} for k, n in found.items()]
 
-    * ``weights``: a checkpoint of either layout for both sides; ``torch_weights`` /
-      ``keras_weights``: one per side (the other side is filled from it by the mapping);
-      none: seeded realistic random weights.
-    * ``onnx``: ONNX files (NCHW or NHWC input) compared as runtimes ``onnx:<file name>``.
-    * ``runtimes``: which of our four runtimes to run.
-    * ``options``: builder options for both twins (e.g. ``{"transform_input": True}``).
-    * ``layers``: compare every mapped layer of all pairs (True) or of the given pairs; with
-      ``localise_failures`` every failing pair is localised as well.
 
-    ONNX exports go to ``work_dir`` (a temporary directory if None). Raises
-    :class:`UsageError` for bad arguments; runtime failures propagate.
-    """
-    from codenn_convert import mapper, twins
-    from codenn_convert.export import export_keras_model, export_torch_onnx
-    from codenn_convert.images import load_image
-    from codenn_convert.init import realistic_model, realistic_state, torch_state_of
-    from codenn_convert.registry import get_spec
+class _Localiser:
+    """Probes of the runners, built on first use, for layer-wise localisation."""
 
-    spec = get_spec(model)
-    size = twins.default_input_size(model, input_size)
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    user_onnx = _onnx_runtime_names(onnx)
-    if unknown or len(runtimes) + len(user_onnx) < 2:
-        raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)} and ONNX "
-                         f"files")
-    if batch < 1:
-        raise UsageError("batch must be at least 1")
-    if not normal and not images:
-        raise UsageError("nothing to verify: no seeded batch and no image")
-    torch_src, keras_src = _sources(weights, torch_weights, keras_weights)
-    tol = spec.rtol if rtol is None else rtol
-    say = progress or (lambda _msg: None)
-    inputs: list[tuple[str, np.ndarray]] = []
-    if normal:
-        inputs.append((NORMAL_INPUTS, seeded_batch(batch, size, seed)))
-    inputs += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
-    opts = dict(options or {})
-    results = [ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol,
-                           inputs=label, options=opts) for label, x in inputs]
-    outputs: dict[str, list[np.ndarray]] = {}
-    order = [r for r in RUNTIMES if r in runtimes] + list(user_onnx)
+    def __init__(self, tmodel: Any, kmodel: Any, runners: Sequence[Runner],
+                 inputs: Sequence[Batch], say: Callable[[str], None]) -> None:
+        self.tmodel, self.kmodel, self.inputs, self.say = tmodel, kmodel, inputs, say
+        self.runners = {r.name: r for r in runners}
+        self._layers: list[Any] | None = None
+        self._probes: dict[str, Any] = {}
 
-    def timed(label: str, fn: Callable[[], Any]) -> Any:
-        say(f"{model}: {label}")
-        start = time.perf_counter()
-        value = fn()
-        for r in results:
-            r.seconds[label] = round(time.perf_counter() - start, 3)
-        return value
+    @property
+    def layers(self) -> list[Any]:
+        from codenn_convert.localise import mapped_layers
 
-    with tempfile.TemporaryDirectory(prefix="codenn-") as tmp:
-        out_dir = Path(work_dir) if work_dir else Path(tmp)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {"onnx-torch": out_dir / f"{model}.torch.onnx",
-                 "onnx-keras": out_dir / f"{model}.keras.onnx", **user_onnx}
+        if self._layers is None:
+            self._layers = mapped_layers(self.kmodel, self.tmodel, self.inputs[0][1])
+        return self._layers
 
-        keras_model = timed("build keras", lambda: twins.get_model(
-            model, "keras", input_size=size, **opts))
+    def probe(self, name: str) -> Any:
+        if name not in self._probes:
+            self.say(f"layers: reading {name}")
+            self._probes[name] = self.runners[name].probe(self.layers)
+        return self._probes[name]
 
-        def state_of(src: str | os.PathLike[str] | None) -> twins.TorchState:
-            if src is None:
-                return realistic_state(model, seed, **opts)
-            return twins.load_state(model, src, keras_model=keras_model)
+    def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
+        """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
+        from codenn_convert.localise import localise
 
-        # Both twins stay built to the end: localisation runs them again, layer by layer.
+        for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
+            if not pairs:
+                continue
+            probes = {n: self.probe(n) for p in pairs for n in p}
+            for pair, where in localise(probes, sorted(pairs), self.layers, x,
+                                        progress=self.say).items():
+                found.pairs[k][pair].layers = where.layers
+                found.pairs[k][pair].first_divergent_layer = where.first_divergent_layer
+
+    def nonfinite(self, results: Sequence[ModelResult]) -> None:
+        """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""
+        from codenn_convert.localise import first_nonfinite_layer
+
+        for result, (_, x) in zip(results, self.inputs, strict=True):
+            for name in result.nonfinite_outputs:
+                probe = self.probe(name)
+                result.nonfinite_outputs[name] = (
+                    None if probe is None else first_nonfinite_layer(probe, self.layers, x))
+
+
+class VerifyRun:
+    """One model verified on every input: twins, runners, comparison, golden file."""
+
+    def __init__(self, model: str, config: VerifyOptions,
+                 progress: Callable[[str], None] | None) -> None:
+        from codenn_convert import twins
+        from codenn_convert.checkpoint import ensure_writable
+        from codenn_convert.inputs import collect_inputs, npy_input_size
+        from codenn_convert.registry import get_spec
+        from codenn_convert.runners import user_onnx_runners
+
+        config.check()
+        spec = get_spec(model)
+        self.model, self.config, self.say = model, config, progress or (lambda _m: None)
+        self.size = twins.default_input_size(
+            model, npy_input_size(config.inputs, config.input_size))
+        # Given files are opened before any model work: a bad one costs nothing.
+        self.user = user_onnx_runners(config.onnx, self.size)
+        if config.save_golden is not None:
+            ensure_writable(config.save_golden)
+        self.inputs = collect_inputs(normal=config.normal, batch=config.batch,
+                                     seed=config.seed, size=self.size, images=config.images,
+                                     npy=config.inputs)
+        self.tol = spec.rtol if config.rtol is None else config.rtol
+        self.results = [ModelResult(model=model, input_shape=list(x.shape), seed=config.seed,
+                                    rtol=self.tol, inputs=label, options=dict(config.options))
+                        for label, x in self.inputs]
+        self.timed = _timer(model, self.results, self.say)
+
+    def twins(self) -> tuple[Any, Any]:
+        """Both twins built, with their sides' weights (non-finite ones recorded)."""
+        from codenn_convert import twins
+        from codenn_convert.init import realistic_model, torch_state_of
+
+        opts, (torch_src, keras_src) = dict(self.config.options), _sources(self.config)
+        kmodel = self.timed("build keras", lambda: twins.get_model(
+            self.model, "keras", input_size=self.size, **opts))
         if torch_src is None:
             # The realistic init already builds and calibrates the torch twin: use it.
-            tmodel = timed("weights", lambda: realistic_model(model, seed, **opts))
+            tmodel = self.timed("weights", lambda: realistic_model(
+                self.model, self.config.seed, **opts))
             torch_state = torch_state_of(tmodel)
         else:
-            torch_state = timed("weights", lambda: state_of(torch_src))
-            tmodel = twins.torch_twin(model, torch_state, **opts)
-        keras_state = torch_state if keras_src == torch_src else timed(
-            "keras weights", lambda: state_of(keras_src))
-        del torch_state
-        kw, _ = mapper.torch_to_keras(keras_state, mapper.plan_keras_model(keras_model), model)
-        del keras_state
-        mapper.set_keras_weights(keras_model, kw)
-        del kw
-        gc.collect()
+            torch_state = self.timed("weights", lambda: twins.load_state(
+                self.model, torch_src, keras_model=kmodel))
+            tmodel = twins.torch_twin(self.model, torch_state, **opts)
+        keras_state = torch_state if keras_src == torch_src else self.timed(
+            "keras weights", lambda: twins.load_state(self.model, keras_src, keras_model=kmodel))
+        bad = _nonfinite_weights(torch_state, keras_state)
+        for r in self.results:
+            r.nonfinite_weights = bad
+        twins.set_torch_state(kmodel, keras_state, self.model)
+        return tmodel, kmodel
 
-        if "torch" in runtimes:
-            import torch
+    def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
+        """Our runtimes that were asked for, in order, then the given ONNX files."""
+        from codenn_convert.export import export_keras_model, export_torch_onnx
+        from codenn_convert.runners import KerasRunner, OnnxRunner
 
-            with torch.no_grad():
-                outputs["torch"] = timed("run torch", lambda: [
-                    tmodel(torch.from_numpy(x)).numpy() for _, x in inputs])
-        if "keras" in runtimes:
-            view = twins.inference_view(keras_model)
-            outputs["keras"] = timed("run keras", lambda: [
-                np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for _, x in inputs])
-        pairs = list(itertools.combinations(order, 2))
-        wanted = _wanted_pairs(layers, pairs)
-        compared: list[dict[tuple[str, str], PairResult]] = [{} for _ in results]
+        made: dict[str, Runner] = {
+            "torch": TorchRunner(tmodel), "keras": KerasRunner(kmodel),
+            "onnx-torch": OnnxRunner(
+                out_dir / f"{self.model}.torch.onnx", name="onnx-torch", input_size=self.size,
+                export=lambda p: export_torch_onnx(tmodel, p, input_size=self.size)),
+            "onnx-keras": OnnxRunner(
+                out_dir / f"{self.model}.keras.onnx", name="onnx-keras", input_size=self.size,
+                export=lambda p: export_keras_model(kmodel, p)),
+        }
+        return [made[r] for r in RUNTIMES if r in self.config.runtimes] + list(self.user)
 
-        def compare_ready(label: str) -> None:
-            """Compare the pairs whose outputs are all in; localise those that need it."""
-            ready = [p for p in pairs if p[0] in outputs and p[1] in outputs
-                     and p not in compared[0]]
-            for k, found in enumerate(compared):
-                for a, b in ready:
-                    found[(a, b)] = compare(outputs[a][k], outputs[b][k], rtol=tol,
-                                            names=(a, b))
-            todo = [{p for p in ready if p in wanted or (localise_failures and not
-                                                         found[p].passed)}
-                    for found in compared]
-            if any(todo):
-                timed(label, lambda: _localise_results(
-                    compared, inputs, todo, tmodel, keras_model, files, size, say))
+    def run(self) -> list[ModelResult]:
+        with tempfile.TemporaryDirectory(prefix="codenn-") as tmp:
+            out_dir = Path(self.config.work_dir or tmp)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmodel, kmodel = self.twins()
+            runners = self.runners(tmodel, kmodel, out_dir)
+            loc = _Localiser(tmodel, kmodel, runners, self.inputs, self.say)
+            names = [r.name for r in runners]
+            found = compare_runners(
+                runners, self.inputs, rtol=self.tol,
+                oracle=TorchRunner(tmodel, name=ORACLE, float64=True),
+                wanted=_wanted_pairs(self.config.layers, list(itertools.combinations(names, 2))),
+                localise=loc.pairs, localise_failures=self.config.localise_failures,
+                timed=self.timed)
+            fill_results(self.results, found)
+            if any(r.nonfinite_outputs for r in self.results):
+                self.timed("layers (non-finite)", lambda: loc.nonfinite(self.results))
+            # A failed run is no reference: its golden file would bless the fault.
+            if self.config.save_golden is not None and all(r.passed for r in self.results):
+                self.save_golden(found)
+        return self.results
 
-        # torch vs keras first, while nothing but the twins is in memory.
-        compare_ready("layers")
-        if "onnx-torch" in runtimes:
-            timed("export torch", lambda: export_torch_onnx(tmodel, files["onnx-torch"],
-                                                            input_size=size))
-        if "onnx-keras" in runtimes:
-            timed("export keras", lambda: export_keras_model(keras_model, files["onnx-keras"]))
-        gc.collect()
-        for name in order:
-            if name in files:
-                outputs[name] = timed(f"run {name}", lambda p=files[name]: _run_onnx(
-                    p, [x for _, x in inputs], size))
-        compare_ready("layers onnx")
-    for result, found in zip(results, compared, strict=True):
-        result.pairs = [found[p] for p in pairs]
-    return results
+    def save_golden(self, found: Comparison) -> None:
+        from codenn_convert.golden import Golden, save_golden
 
-
-def _localise_results(
-    compared: list[dict[tuple[str, str], PairResult]],
-    inputs: list[tuple[str, np.ndarray]],
-    todo: list[set[tuple[str, str]]],
-    tmodel: Any,
-    keras_model: Any,
-    files: dict[str, Path],
-    size: tuple[int, int],
-    say: Callable[[str], None],
-) -> None:
-    """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo`` (per input)."""
-    from codenn_convert import localise as loc
-
-    layers = loc.mapped_layers(keras_model, tmodel, inputs[0][1])
-    involved = {r for pairs in todo for p in pairs for r in p}
-    probes: dict[str, loc.Probe] = {}
-    if "torch" in involved:
-        probes["torch"] = loc.TorchProbe(tmodel, layers)
-    if "keras" in involved:
-        probes["keras"] = loc.KerasProbe(keras_model, layers)
-    for name in sorted(involved - probes.keys()):
-        say(f"layers: reading {name}")
-        probes[name] = loc.OnnxProbe(files[name], layers, input_size=size)
-    for found, (_, x), pairs in zip(compared, inputs, todo, strict=True):
-        if not pairs:
-            continue
-        located = loc.localise(probes, sorted(pairs), layers, x, progress=say)
-        for pair, where in located.items():
-            found[pair].layers = where.layers
-            found[pair].first_divergent_layer = where.first_divergent_layer
+        assert found.exact is not None  # the oracle always runs in verify
+        save_golden(self.config.save_golden, Golden(  # type: ignore[arg-type]
+            model=self.model, labels=[label for label, _ in self.inputs],
+            inputs=[x for _, x in self.inputs], reference=found.outputs["torch"],
+            exact=found.exact, rtol=self.tol, options=dict(self.config.options),
+            seed=self.config.seed))

@@ -180,7 +180,8 @@ def test_layer_error_semantics() -> None:
     assert loc.layer_error(a, a[:1]) == float("inf")  # shapes differ
     n = a.copy()
     n[0, 1] = np.nan
-    assert loc.layer_error(n, n.copy()) == 0.0  # same NaN place: compare the rest
+    # Issue 9: NaN/Inf never agree, even at the same place.
+    assert loc.layer_error(n, n.copy()) == float("inf")
     assert loc.layer_error(n, a) == float("inf")
     assert loc.first_divergent([loc.LayerError("x", 1e-6), loc.LayerError("y", np.nan),
                                 loc.LayerError("z", 1.0)], 1e-4) == "y"

@@ -27,6 +27,10 @@ def test_every_model_passes_all_six_pairs_at_full_size(name: str) -> None:
     for pair in result.pairs:
         assert pair.passed and pair.max_rel <= 1e-5, pair
     assert result.passed
+    # The float64 oracle: every runtime is within float32 rounding of the exact result.
+    assert set(result.error_vs_float64) == {"torch", "keras", "onnx-torch", "onnx-keras"}
+    for runtime, err in result.error_vs_float64.items():
+        assert err is not None and err <= 1e-5, (runtime, err)
 
 
 def test_resnet50_odd_non_square_size_through_the_cli(tmp_path: Path) -> None:

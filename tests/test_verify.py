@@ -27,7 +27,10 @@ def test_max_rel_is_relative_to_the_largest_reference_value() -> None:
 
 def test_nonfinite_positions_must_match() -> None:
     a = np.array([[1.0, np.nan, np.inf, 3.0]])
-    assert compare(a, a.copy(), rtol=1e-5).passed  # same NaN/Inf places: compare the rest
+    # Issue 9: NaN/Inf never agree, not even at the same places; the rest is still measured.
+    same = compare(a, a.copy(), rtol=1e-5)
+    assert not same.passed and same.nonfinite_match and same.max_rel == 0
+    assert same.cosine is None and same.top1 is None and same.nonfinite == ["a", "b"]
     moved = np.array([[np.nan, 1.0, np.inf, 3.0]])
     r = compare(a, moved, rtol=1e-5)
     assert not r.passed and not r.nonfinite_match and r.max_rel == float("inf")

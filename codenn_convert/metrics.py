@@ -1,0 +1,140 @@
+"""Comparison of two runtimes' logits: the numbers every report form shows.
+
+Pure numpy, so ``codenn check`` can use it without torch or TensorFlow.
+
+NaN and Inf are never agreement: a non-finite value in either output fails the pair, even
+when both sides are NaN at the same positions. Differences are taken over the positions
+where both are finite; cosine and top-k agreement are ``None`` when a non-finite value
+makes them meaningless (masking it out could show a perfect 1.0 for a broken output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codenn_convert.errors import UsageError
+from codenn_convert.localise import LayerError
+
+#: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
+HIST_EDGES: tuple[float, ...] = tuple(float(f"1e{k}") for k in range(-10, 1))
+
+
+class OutputShapeError(UsageError, ValueError):
+    """Two runtimes gave logits of different shapes (e.g. a file for another model)."""
+
+
+@dataclass
+class PairResult:
+    """Comparison of runtime ``b`` against reference runtime ``a``."""
+
+    a: str
+    b: str
+    max_abs: float | None
+    max_rel: float | None
+    cosine: float | None
+    top1: float | None
+    top5: float | None
+    passed: bool
+    nonfinite_match: bool = True
+    first_divergent_layer: str | None = None
+    layers: list[LayerError] = field(default_factory=list)
+    #: Runtimes of this pair whose outputs hold NaN or Inf.
+    nonfinite: list[str] = field(default_factory=list)
+    #: Counts of ``|a - b| / max|a|`` per bin; ``edges`` has one more entry than ``counts``.
+    histogram: dict[str, list[float]] = field(default_factory=lambda: histogram(np.empty(0)))
+    p99_rel: float | None = None
+    #: For a failing pair: the side farther from the float64 result (None if unknown).
+    farther: str | None = None
+
+
+def histogram(rel: np.ndarray) -> dict[str, list[float]]:
+    """Decade-bin counts of relative errors: [0, 1e-10), [1e-10, 1e-9), ..., [1, inf]."""
+    idx = np.searchsorted(np.asarray(HIST_EDGES), rel, side="right")
+    counts = np.bincount(idx, minlength=len(HIST_EDGES) + 1)
+    return {"edges": [0.0, *HIST_EDGES, float("inf")], "counts": [int(c) for c in counts]}
+
+
+def _topk_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Fraction of samples whose top-k class *sets* agree (order within the set ignored)."""
+    k = min(k, a.shape[-1])
+    ta = np.argsort(-a, axis=-1, kind="stable")[:, :k]
+    tb = np.argsort(-b, axis=-1, kind="stable")[:, :k]
+    same = [set(x) == set(y) for x, y in zip(ta.tolist(), tb.tolist(), strict=True)]
+    return float(np.mean(same))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a.ravel(), b.ravel()) / denom) if denom > 0 else None
+
+
+def _same_nonfinite(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(np.isnan(a), np.isnan(b))
+                and np.array_equal(np.isposinf(a), np.isposinf(b))
+                and np.array_equal(np.isneginf(a), np.isneginf(b)))
+
+
+def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str] = ("a", "b")
+            ) -> PairResult:
+    """Compare ``b`` against reference ``a``.
+
+    ``max_rel`` is ``max|a-b| / max|a|`` over finite positions: relative to the largest
+    reference magnitude, so a tiny logit near zero cannot inflate it. NaN/Inf at different
+    positions make it infinite; any NaN/Inf at all fails the pair.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise OutputShapeError(f"output shapes differ: {names[0]} {a.shape} vs {names[1]} "
+                               f"{b.shape}")
+    fin_a, fin_b = np.isfinite(a), np.isfinite(b)
+    nonfinite = [n for n, fin in zip(names, (fin_a, fin_b), strict=True) if not fin.all()]
+    both = fin_a & fin_b
+    diff = np.abs(a[both] - b[both])
+    scale = float(np.max(np.abs(a[both]))) if diff.size else 0.0
+    rel = diff / scale if scale > 0 else diff
+    max_abs = float(diff.max()) if diff.size else None
+    max_rel = float(rel.max()) if rel.size else None
+    match = _same_nonfinite(a, b)
+    if not match:
+        max_abs = max_rel = float("inf")
+    a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    honest = not nonfinite  # a masked cosine or top-k would flatter a broken output
+    return PairResult(
+        a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel,
+        cosine=_cosine(a, b) if honest else None,
+        top1=_topk_agreement(a2, b2, 1) if honest else None,
+        top5=_topk_agreement(a2, b2, 5) if honest else None,
+        passed=honest and max_rel is not None and max_rel <= rtol, nonfinite_match=match,
+        nonfinite=nonfinite, histogram=histogram(rel),
+        p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
+    )
+
+
+def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:
+    """``max|x - exact| / max|exact|``; inf if ``x`` has NaN/Inf, None if ``exact`` has."""
+    x, exact = np.asarray(x, np.float64), np.asarray(exact, np.float64)
+    if not np.isfinite(exact).all():
+        return None
+    if not np.isfinite(x).all():
+        return float("inf")
+    scale = float(np.max(np.abs(exact))) if exact.size else 0.0
+    diff = float(np.max(np.abs(x - exact))) if exact.size else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np.ndarray],
+                    k: int) -> dict[str, float | None]:
+    """Every runtime's distance to the float64 result on input ``k``."""
+    return {name: error_vs_exact(ys[k], exact[k]) for name, ys in outputs.items()}
+
+
+def farther_side(pair: PairResult, distance: dict[str, float | None]) -> str | None:
+    """The runtime of a pair farther from the exact result (None if either is unknown)."""
+    da, db = distance.get(pair.a), distance.get(pair.b)
+    if da is None or db is None or da == db:
+        return None
+    return pair.a if da > db else pair.b
