@@ -98,21 +98,37 @@ def _require_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint not found: {path}")
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
-    """Accept a bare state_dict or the common ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, dict):
-                obj = inner
-                break
-    if not isinstance(obj, dict) or not obj:
+def _unwrap(obj: Any, path: Path, notes: list[str]) -> dict[str, Any]:
+    """The state_dict of a bare one or of a training checkpoint (``{"state_dict": ...}``,
+    ``{"model": ...}``, EMA...): see :func:`codenn_convert.filters.unwrap_checkpoint`."""
+    from codenn_convert.filters import unwrap_checkpoint
+
+    state = unwrap_checkpoint(obj, notes)
+    if not state:
         raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__})")
-    return obj
+    return state
 
 
-def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely."""
+def _to_numpy(value: Any) -> np.ndarray:
+    """A tensor as numpy, dtype kept; bfloat16 (which numpy lacks) as ml_dtypes' bfloat16."""
+    import torch
+
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return value.numpy()
+
+
+def load_torch_state(
+    path: str | os.PathLike[str], *, notes: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely.
+
+    Source dtypes are kept (float16, bfloat16 as ml_dtypes', float64); a training checkpoint
+    is unwrapped to its state_dict, each step appended to ``notes``.
+    """
     path = Path(path)
     _require_file(path)
     fmt = checkpoint_format(path)
@@ -139,16 +155,18 @@ def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {msg[:160]}") from None
-    state = _unwrap(obj, path)
-    out: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        if value.dtype == torch.bfloat16:
-            raise CheckpointError(f"{path}: {key} is bfloat16; convert it to float32 first")
-        out[key] = value.detach().cpu().numpy()
-    return out
+    state = _unwrap(obj, path, [] if notes is None else notes)
+    return {key: _to_numpy(value) for key, value in state.items()}
+
+
+def _to_tensor(value: np.ndarray) -> Any:
+    """numpy to torch, dtype kept (ml_dtypes' bfloat16 becomes torch.bfloat16)."""
+    import torch
+
+    arr = np.array(value)
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
 
 
 def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
@@ -166,7 +184,7 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
         else:
             import torch
 
-            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
+            torch.save({k: _to_tensor(v) for k, v in state.items()}, tmp)
     return path
 
 
@@ -257,9 +275,11 @@ def read_keras_weights(
 
 
 def save_keras_model_weights(
-    model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None
+    model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None,
+    attrs: dict[str, str] | None = None,
 ) -> Path:
-    """``model.save_weights`` atomically; BN counters go into a root attribute."""
+    """``model.save_weights`` atomically; BN counters (and ``attrs``, e.g. the source dtypes)
+    go into root attributes."""
     import h5py
 
     path = Path(path)
@@ -268,9 +288,12 @@ def save_keras_model_weights(
     with atomic_output(path) as tmp:
         tmp.unlink()  # Keras refuses to overwrite silently in some versions
         model.save_weights(str(tmp))
-        if tracked:
+        if tracked or attrs:
             with h5py.File(tmp, "a") as f:
-                f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+                if tracked:
+                    f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+                for name, value in (attrs or {}).items():
+                    f.attrs[name] = value
     return path
 
 
