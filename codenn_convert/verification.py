@@ -222,6 +222,21 @@ def verify(
     )[0]
 
 
+def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str, Any]
+                  ) -> dict[Any, Any]:
+    """Each given checkpoint resolved (filters, precision, inferred options); both sides
+    must come out with the same options, since both twins are built with them."""
+    from codenn_convert.sources import read_source
+
+    sources = {src: read_source(model, src, options)
+               for src in dict.fromkeys((torch_src, keras_src)) if src is not None}
+    if len({repr(sorted(s.options.items())) for s in sources.values()}) > 1:
+        raise UsageError("the torch and Keras checkpoints are of different model options: "
+                         + "; ".join(f"{Path(s.path).name}: {s.options}"
+                                     for s in sources.values()))
+    return sources
+
+
 def verify_inputs(
     model: str,
     *,
@@ -283,7 +298,9 @@ def verify_inputs(
     if normal:
         inputs.append((NORMAL_INPUTS, seeded_batch(batch, size, seed)))
     inputs += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
-    opts = dict(options or {})
+    # Checkpoints may determine options (num_classes, aux_logits): read them before building.
+    sources = _read_sources(model, torch_src, keras_src, dict(options or {}))
+    opts = next(iter(sources.values())).options if sources else dict(options or {})
     results = [ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol,
                            inputs=label, options=opts) for label, x in inputs]
     outputs: dict[str, list[np.ndarray]] = {}
@@ -309,7 +326,7 @@ def verify_inputs(
         def state_of(src: str | os.PathLike[str] | None) -> twins.TorchState:
             if src is None:
                 return realistic_state(model, seed, **opts)
-            return twins.load_state(model, src, keras_model=keras_model)
+            return twins.state_from_source(model, sources[src], keras_model)
 
         # Both twins stay built to the end: localisation runs them again, layer by layer.
         if torch_src is None:
