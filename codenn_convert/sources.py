@@ -181,13 +181,17 @@ def _infer_size(name: str, key: str, base: dict[str, Any], found: Shapes, defaul
                 ) -> tuple[int, str] | None:
     a = expected_shapes(name, {**base, key: default})
     b = expected_shapes(name, {**base, key: default + 1})
+    seen: dict[str, int] = {}
     for k, shape in a.items():
         other = b.get(k)
         if other is None or other == shape or k not in found or len(found[k]) != len(shape):
             continue
         dim = next(i for i, (x, y) in enumerate(zip(shape, other, strict=True)) if x != y)
-        return int(found[k][dim]), f"{k} {tuple(found[k])}"
-    return None
+        seen[k] = int(found[k][dim])
+    if not seen or len(set(seen.values())) > 1:
+        return None  # a head that disagrees with itself is reported as a shape mismatch
+    first = next(iter(seen))
+    return seen[first], f"{first} {tuple(found[first])}"
 
 
 def infer_options(
