@@ -135,6 +135,7 @@ def load_torch_state(
     if fmt == "keras":
         raise UsageError(f"{path} is a Keras file, not a torch checkpoint")
     if fmt == "safetensors":
+        import ml_dtypes  # noqa: F401 - gives numpy the 'bfloat16' that BF16 tensors need
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 

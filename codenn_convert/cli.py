@@ -169,15 +169,16 @@ def _raw_options(items: list[str]) -> dict[str, Any]:
 def identify(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint, either layout.")],
 ) -> None:
-    """Name the registered model(s) whose keys and shapes the checkpoint matches."""
+    """Name the registered model(s) whose keys and shapes the checkpoint matches (with the
+    options the file determines); none: an error naming the nearest model's mismatches."""
+    from codenn_convert.errors import CheckpointError
     from codenn_convert.identify import describe_none
     from codenn_convert.identify import identify as run_identify
 
     found = run_identify(ckpt)
     matches = [c for c in found if c.matches]
     if not matches:
-        out.print(describe_none(ckpt, found, limit=5), highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise CheckpointError(describe_none(ckpt, found, limit=5))
     for c in matches:
         out.print(c.describe(), highlight=False)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codenn_convert import filters, sources
-from codenn_convert.errors import UsageError
+from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.registry import check_options, list_models
 
 
@@ -72,7 +72,7 @@ def identify_source(path: str | os.PathLike[str], explicit: dict[str, Any] | Non
     found = candidates(raw)
     matches = [c for c in found if c.matches]
     if not matches:
-        raise UsageError(describe_none(path, found))
+        raise CheckpointError(describe_none(path, found))
     if len(matches) > 1:
         raise UsageError(f"{path} matches several models: "
                          f"{', '.join(c.describe() for c in matches)}; name one: "
