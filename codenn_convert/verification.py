@@ -72,6 +72,7 @@ class ModelResult:
     error: str | None = None
     layer_rtol: float = LAYER_RTOL
     options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # steps taken reading the checkpoints
 
     @property
     def passed(self) -> bool:
@@ -302,7 +303,9 @@ def verify_inputs(
     sources = _read_sources(model, torch_src, keras_src, dict(options or {}))
     opts = next(iter(sources.values())).options if sources else dict(options or {})
     results = [ModelResult(model=model, input_shape=list(x.shape), seed=seed, rtol=tol,
-                           inputs=label, options=opts) for label, x in inputs]
+                           inputs=label, options=opts,
+                           notes=[n for src in sources.values() for n in src.notes])
+               for label, x in inputs]
     outputs: dict[str, list[np.ndarray]] = {}
     order = [r for r in RUNTIMES if r in runtimes] + list(user_onnx)
 
