@@ -161,7 +161,7 @@ def widen(state: Mapping[str, np.ndarray], notes: list[str]) -> tuple[TorchState
         dtypes[key] = name
         wide = arr.astype(np.float32)
         if name == "float64":
-            nonzero = arr != 0
+            nonzero = (arr != 0) & np.isfinite(arr)  # NaN/Inf are refused elsewhere
             if nonzero.any():
                 exact = arr[nonzero]
                 err = np.abs(wide[nonzero].astype(np.float64) - exact) / np.abs(exact)
