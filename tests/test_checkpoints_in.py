@@ -83,7 +83,7 @@ def test_wrapped_checkpoints_convert_with_one_note_per_step(
     _same(r18, checkpoint.load_torch_state(dst))
 
 
-def test_a_common_prefix_is_kept_when_stripping_it_matches_nothing(
+def test_a_common_prefix_is_stripped_only_when_that_matches_the_model(
         r18: dict[str, np.ndarray]) -> None:
     ctx = filters.FilterContext(candidates=(frozenset(r18),))
     odd = {f"backbone.{k}": v for k, v in r18.items()}
