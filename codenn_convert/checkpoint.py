@@ -18,7 +18,6 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,17 +104,15 @@ def _require_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint not found: {path}")
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
-    """Accept a bare state_dict or the common ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, dict):
-                obj = inner
-                break
-    if not isinstance(obj, dict) or not obj:
+def _unwrap(obj: Any, path: Path, notes: list[str]) -> dict[str, Any]:
+    """The state_dict of a bare one or of a training checkpoint (``{"state_dict": ...}``,
+    ``{"model": ...}``, EMA...): see :func:`codenn_convert.filters.unwrap_checkpoint`."""
+    from codenn_convert.filters import unwrap_checkpoint
+
+    state = unwrap_checkpoint(obj, notes)
+    if not state:
         raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__})")
-    return obj
+    return state
 
 
 #: Instance attributes every pickled ``nn.Module`` carries; a state_dict has none of them.
@@ -181,14 +178,33 @@ def _torch_load(path: Path) -> Any:
                               f"damaged or truncated ({_first_line(exc)})") from None
 
 
-def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely."""
+def _to_numpy(value: Any) -> np.ndarray:
+    """A tensor as numpy, dtype kept; bfloat16 (which numpy lacks) as ml_dtypes' bfloat16."""
+    import torch
+
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return value.numpy()
+
+
+def load_torch_state(
+    path: str | os.PathLike[str], *, notes: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Read a torch-layout checkpoint (.pt/.pth/.safetensors) into numpy arrays, safely.
+
+    Source dtypes are kept (float16, bfloat16 as ml_dtypes', float64); a training checkpoint
+    is unwrapped to its state_dict, each step appended to ``notes``.
+    """
     path = Path(path)
     _require_file(path)
     fmt = checkpoint_format(path)
     if fmt == "keras":
         raise UsageError(f"{path} is a Keras file, not a torch checkpoint")
     if fmt == "safetensors":
+        import ml_dtypes  # noqa: F401 - gives numpy the 'bfloat16' that BF16 tensors need
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -196,19 +212,19 @@ def load_torch_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             return dict(load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    obj = _torch_load(path)
+    state = _unwrap(obj, path, [] if notes is None else notes)
+    return {key: _to_numpy(value) for key, value in state.items()}
+
+
+def _to_tensor(value: np.ndarray) -> Any:
+    """numpy to torch, dtype kept (ml_dtypes' bfloat16 becomes torch.bfloat16)."""
     import torch
 
-    obj = _torch_load(path)
-    state = _unwrap(obj, path)
-    out: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        if value.dtype == torch.bfloat16:
-            raise CheckpointError(f"{path}: {key} is bfloat16; convert it to float32 first")
-        out[key] = value.detach().cpu().numpy()
-    return out
+    arr = np.array(value)
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
 
 
 def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
@@ -226,31 +242,12 @@ def save_torch_state(state: dict[str, np.ndarray], path: str | os.PathLike[str])
         else:
             import torch
 
-            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
+            torch.save({k: _to_tensor(v) for k, v in state.items()}, tmp)
     return path
 
 
 #: Largest HDF5 attribute we read (layer/weight name lists of the deepest nets are ~100 KiB).
 MAX_ATTR_BYTES = 16 * 2**20
-
-
-@dataclass(frozen=True)
-class ShapeBudget:
-    """What a Keras file for one model may hold, checked before any dataset is read.
-
-    ``largest`` is the element count of the model's largest variable and ``elements`` the
-    plan's total. A dataset larger than any variable, or more data than the model has, is
-    refused from its header, so a tiny file claiming terabytes costs nothing; a wrong but
-    plausible shape is left to the mapper, whose error names the layer and both shapes.
-    """
-
-    largest: int
-    elements: int
-
-    @classmethod
-    def of_plan(cls, plan: Any) -> ShapeBudget:
-        sizes = [int(np.prod(s)) for p in plan for s in p.keras_shapes]
-        return cls(max(sizes, default=0), sum(sizes))
 
 
 def _attr(group: Any, name: str, path: Path) -> Any:
@@ -319,9 +316,16 @@ def _legacy_datasets(f: Any, path: Path) -> dict[str, list[Any]]:
     return found
 
 
-def _check_datasets(found: dict[str, list[Any]], path: Path, budget: ShapeBudget | None,
-                    file_bytes: int) -> None:
-    """Refuse, from the headers alone, datasets no model of ours could hold."""
+#: Keras writes datasets uncompressed, so their data fits in the file; this much slack
+#: still admits any compressed file we know of, and bounds what a hostile header can cost.
+MAX_DATA_PER_FILE_BYTE = 8
+MIN_DATA_LIMIT = 64 * 2**20
+
+
+def _check_datasets(found: dict[str, list[Any]], path: Path, file_bytes: int) -> None:
+    """Refuse, from the headers alone, what no Keras weights file holds: a variable that is
+    not a float array, or data claims that dwarf the file (a sparse-HDF5 bomb: a tiny file
+    whose datasets claim terabytes)."""
     import h5py
 
     total = 0
@@ -330,29 +334,24 @@ def _check_datasets(found: dict[str, list[Any]], path: Path, budget: ShapeBudget
             if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or ds.dtype.itemsize > 8:
                 kind = getattr(ds, "dtype", type(ds).__name__)
                 raise CheckpointError(f"{path}: {layer}: a variable is {kind}, not a float array")
-            shape = tuple(int(d) for d in ds.shape)
-            size = int(np.prod(shape))
-            if budget is not None and size > budget.largest:
-                raise CheckpointError(f"{path}: {layer}: a variable of shape {shape} is larger "
-                                      f"than any of this model's ({budget.largest:,} values)")
-            total += size
-    # Keras never compresses; a file whose data claim dwarfs its size is a sparse-HDF5 bomb.
-    limit = budget.elements if budget is not None else 64 * file_bytes + 2**24
+            total += int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    limit = MAX_DATA_PER_FILE_BYTE * file_bytes + MIN_DATA_LIMIT
     if total > limit:
-        raise CheckpointError(f"{path}: its datasets claim {total:,} values, more than the "
-                              f"model holds ({limit:,}); refusing to read them")
+        raise CheckpointError(f"{path}: its datasets claim {total:,} bytes, far more than the "
+                              f"{file_bytes:,}-byte file holds; refusing to read them (a "
+                              f"damaged or hostile file)")
 
 
 def read_keras_weights(
-    path: str | os.PathLike[str], budget: ShapeBudget | None = None,
+    path: str | os.PathLike[str],
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
     """Read Keras weights into ``{layer name: [variables]}`` plus BN counters.
 
     The layout is detected by content: Keras 3 ``.weights.h5`` (a ``layers`` group) or the
     Keras 2 HDF5 layout (a ``layer_names`` attribute, at the root or, in a whole-model
     ``.h5``, under ``model_weights``). Variables come back in Keras's order either way. Every
-    dataset's dtype and shape is checked (against ``budget``, the model's plan, when given)
-    before any data is read.
+    dataset's dtype and size is checked from its header before any data is read; shapes are
+    then checked against the model by the mapper, with errors that name the layer.
     """
     import h5py
 
@@ -366,7 +365,7 @@ def read_keras_weights(
     try:
         with f:
             found = _find_datasets(f, path)
-            _check_datasets(found, path, budget, path.stat().st_size)
+            _check_datasets(found, path, path.stat().st_size)
             weights = {layer: [ds[()] for ds in dss] for layer, dss in found.items()}
             raw = _attr(f, TRACKED_ATTR, path) if TRACKED_ATTR in f.attrs else "{}"
             tracked = json.loads(raw)
@@ -399,9 +398,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def save_keras_model_weights(
-    model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None
+    model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None,
+    attrs: dict[str, str] | None = None,
 ) -> Path:
-    """``model.save_weights`` atomically; BN counters go into a root attribute."""
+    """``model.save_weights`` atomically; BN counters (and ``attrs``, e.g. the source dtypes)
+    go into root attributes."""
     import h5py
 
     path = Path(path)
@@ -410,9 +411,12 @@ def save_keras_model_weights(
     with atomic_output(path) as tmp:
         tmp.unlink()  # Keras refuses to overwrite silently in some versions
         model.save_weights(str(tmp))
-        if tracked:
+        if tracked or attrs:
             with h5py.File(tmp, "a") as f:
-                f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+                if tracked:
+                    f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+                for name, value in (attrs or {}).items():
+                    f.attrs[name] = value
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import signal
@@ -160,6 +161,23 @@ def _main(
     ] = False,
 ) -> None:
     _STATE["debug"] = debug
+    _print_notes()
+
+
+class _NoteHandler(logging.Handler):
+    """Library notes (``stripped prefix 'module.' from 320 keys``) as ``note:`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"note: {record.getMessage()}", highlight=False, markup=False,
+                  soft_wrap=True)
+
+
+def _print_notes() -> None:
+    logger = logging.getLogger("codenn_convert.notes")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @app.command("list")
@@ -179,22 +197,54 @@ def list_cmd() -> None:
 @app.command()
 @handled
 def convert(
-    model: Annotated[str, typer.Argument(help="Model name (see `codenn list`).")],
-    src: Annotated[Path, typer.Argument(
-        help="Source checkpoint (.pt/.pth/.safetensors/.weights.h5).")],
-    dst: Annotated[Path, typer.Argument(help="Destination checkpoint; format from extension.")],
+    args: Annotated[list[str], typer.Argument(
+        metavar="[MODEL] SRC DST",
+        help="Model name (see `codenn list`; identified from SRC when left out), source "
+        "checkpoint (.pt/.pth/.safetensors/.weights.h5/.h5), destination (format from its "
+        "extension).")],
     option: Options = None,
     allow_nonfinite: AllowNonfinite = False,
 ) -> None:
     """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
     from codenn_convert.convert import convert_checkpoint
+    from codenn_convert.errors import UsageError
     from codenn_convert.registry import parse_options
 
+    if len(args) not in (2, 3):
+        raise UsageError(f"convert takes [MODEL] SRC DST, got {len(args)} arguments")
+    model, src, dst = (None, *args) if len(args) == 2 else args
+    options = parse_options(model, option or []) if model else _raw_options(option or [])
     with _progress(f"converting {src} -> {dst}"):
-        res = convert_checkpoint(model, src, dst, options=parse_options(model, option or []),
+        res = convert_checkpoint(model, Path(src), Path(dst), options=options,
                                  allow_nonfinite=allow_nonfinite)
-    out.print(f"wrote {res.dst} ({res.dst_layout} layout, {res.tensors} tensors) "
+    out.print(f"wrote {res.dst} ({res.model}, {res.dst_layout} layout, {res.tensors} tensors) "
               f"in {res.seconds:.2f} s", highlight=False)
+
+
+def _raw_options(items: list[str]) -> dict[str, Any]:
+    # Without a model name the options are checked once the model is identified.
+    from codenn_convert.registry import parse_options_text
+
+    return parse_options_text(items)
+
+
+@app.command()
+@handled
+def identify(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint, either layout.")],
+) -> None:
+    """Name the registered model(s) whose keys and shapes the checkpoint matches (with the
+    options the file determines); none: an error naming the nearest model's mismatches."""
+    from codenn_convert.errors import CheckpointError
+    from codenn_convert.identify import describe_none
+    from codenn_convert.identify import identify as run_identify
+
+    found = run_identify(ckpt)
+    matches = [c for c in found if c.matches]
+    if not matches:
+        raise CheckpointError(describe_none(ckpt, found, limit=5))
+    for c in matches:
+        out.print(c.describe(), highlight=False)
 
 
 @app.command()

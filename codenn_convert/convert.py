@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert import checkpoint
+from codenn_convert import checkpoint, filters
 from codenn_convert.errors import UsageError
 
 
@@ -24,29 +25,13 @@ class ConvertResult:
     dst_layout: str
     tensors: int
     seconds: float
+    options: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
 
-def convert_checkpoint(
-    model: str, src: str | os.PathLike[str], dst: str | os.PathLike[str],
-    *, options: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
-) -> ConvertResult:
-    """Convert ``src`` to ``dst`` for ``model``.
-
-    ``.pt``/``.pth``/``.safetensors`` hold the torch layout and ``.weights.h5`` the Keras one;
-    the direction follows from the two. The source is checked against the architecture
-    (missing/unexpected keys, shapes) before anything is written, and ``dst`` is replaced
-    atomically, so a failure leaves an existing file intact. ``options`` go to both twin
-    builders (e.g. ``{"aux_logits": False}`` for an InceptionV3 checkpoint without aux head).
-    A source with NaN/Inf values is refused unless ``allow_nonfinite`` (to move a broken
-    file for debugging).
-    """
-    from codenn_convert import twins
-    from codenn_convert.registry import get_model, get_spec
-
-    start = time.perf_counter()
-    get_spec(model)  # unknown model -> clear error before any framework import
-    src, dst = Path(src), Path(dst)
-    src_layout, dst_layout = checkpoint.layout_of(src), checkpoint.layout_of(dst)
+def _check_paths(src: Path, dst: Path) -> None:
+    dst_layout = checkpoint.layout_of(dst)
+    checkpoint.layout_of(src)
     if dst_layout == "keras" and not dst.name.endswith(".weights.h5"):
         raise UsageError(f"Keras output must end in .weights.h5, got {dst.name}")
     if src.resolve() == dst.resolve():
@@ -55,19 +40,51 @@ def convert_checkpoint(
     if not src.is_file():
         raise UsageError(f"checkpoint not found: {src}")
 
-    options = dict(options or {})
-    keras_model = get_model(model, "keras", **options)
-    state = twins.load_state(model, src, keras_model=keras_model)
+
+def convert_checkpoint(
+    model: str | None, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+    *, options: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
+) -> ConvertResult:
+    """Convert ``src`` to ``dst`` for ``model`` (None: identify the model from the file).
+
+    ``.pt``/``.pth``/``.safetensors`` hold the torch layout and ``.weights.h5`` the Keras one;
+    the direction follows from the two. The source goes through
+    :func:`codenn_convert.sources.read_source` (wrappers, precision, foreign names, inferred
+    options) and is checked against the architecture before anything is written; ``dst`` is
+    replaced atomically. Source dtypes survive: a Keras file records them, a torch file
+    gets them back, so float16/bfloat16 round trips are bit-identical. A source with NaN/Inf
+    values is refused unless ``allow_nonfinite`` (to move a broken file for debugging).
+    """
+    from codenn_convert import twins
+    from codenn_convert.identify import identify_source
+    from codenn_convert.registry import get_model, get_spec
+    from codenn_convert.sources import SOURCE_DTYPES_ATTR, read_source
+
+    start = time.perf_counter()
+    if model is not None:
+        get_spec(model)  # unknown model -> clear error before any framework import
+    src, dst = Path(src), Path(dst)
+    _check_paths(src, dst)
+    source = (read_source(model, src, options) if model is not None
+              else identify_source(src, dict(options or {})))
+    model = source.model
+    keras_model = get_model(model, "keras", **source.options)
+    state = twins.state_from_source(model, source, keras_model)
     if not allow_nonfinite:
         checkpoint.refuse_nonfinite(state, src)
-    if dst_layout == "keras":
+    if checkpoint.layout_of(dst) == "keras":
         weights, tracked = twins.set_torch_state(keras_model, state, model)
-        checkpoint.save_keras_model_weights(keras_model, dst, tracked)
+        attrs = {SOURCE_DTYPES_ATTR: json.dumps(source.dtypes, sort_keys=True)} if (
+            source.dtypes) else None
+        checkpoint.save_keras_model_weights(keras_model, dst, tracked, attrs)
         tensors = sum(len(v) for v in weights.values())
     else:
-        checkpoint.save_torch_state(twins.torch_key_order(model, state, **options), dst)
+        ordered = twins.torch_key_order(model, state, **source.options)
+        checkpoint.save_torch_state(filters.narrow(ordered, source.dtypes), dst)
         tensors = len(state)
     return ConvertResult(
-        model=model, src=str(src), dst=str(dst), src_layout=src_layout, dst_layout=dst_layout,
-        tensors=tensors, seconds=round(time.perf_counter() - start, 3),
+        model=model, src=str(src), dst=str(dst), src_layout=source.layout,
+        dst_layout=checkpoint.layout_of(dst), tensors=tensors,
+        seconds=round(time.perf_counter() - start, 3), options=source.options,
+        notes=source.notes,
     )

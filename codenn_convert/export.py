@@ -84,6 +84,7 @@ def export_onnx(
     from codenn_convert import twins
     from codenn_convert.checkpoint import ensure_writable, refuse_nonfinite
     from codenn_convert.init import realistic_state
+    from codenn_convert.sources import read_source
 
     size = twins.default_input_size(model, input_size)
     if framework not in ("torch", "keras"):
@@ -92,11 +93,14 @@ def export_onnx(
         raise UsageError(f"output must be an .onnx file, got {output}")
     ensure_writable(output)
     opts = dict(options or {})
+    # A checkpoint may determine options (num_classes, aux_logits): read it before building.
+    source = read_source(model, weights, opts) if weights is not None else None
+    opts = source.options if source is not None else opts
     keras_model = twins.get_model(model, "keras", input_size=size, **opts) if (
-        framework == "keras" or weights is not None) else None
+        framework == "keras" or source is not None) else None
     state = (
-        twins.load_state(model, weights, keras_model=keras_model)
-        if weights is not None else realistic_state(model, seed, **opts)
+        twins.state_from_source(model, source, keras_model)
+        if source is not None else realistic_state(model, seed, **opts)
     )
     if weights is not None and not allow_nonfinite:
         refuse_nonfinite(state, weights)

@@ -29,7 +29,9 @@ class ModelSpec:
     adjust the generic realistic initialisation (e.g. small gamma on residual branches).
     ``keras_filter`` optionally names a ``(keras weights) -> keras weights | None`` function
     that renames a foreign Keras file's layers (e.g. keras.applications') to the twin's, or
-    returns None when the names are not the ones it knows.
+    returns None when the names are not the ones it knows. ``torch_filters`` name the
+    family's own ``(state, FilterContext) -> state`` steps for torch files, run after the
+    common ones of :mod:`codenn_convert.filters` (wrapper prefixes).
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModelSpec:
     builder_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     init_hooks: tuple[str, ...] = ()
     keras_filter: str | None = None
+    torch_filters: tuple[str, ...] = ()
 
     def builder(self, framework: Framework) -> Callable[..., Any]:
         """Import and return the builder function for ``framework``."""
@@ -118,19 +121,21 @@ def _option_value(text: str) -> bool | int | float | str:
     return text
 
 
-def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
-    """Parse ``KEY=VALUE`` builder options (e.g. ``transform_input=true``) for both twins.
-
-    Only keywords that *both* builders accept are allowed (``input_size`` is the verifier's),
-    so an option can never change one twin and silently not the other.
-    """
-    spec = get_spec(name)
+def parse_options_text(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict of typed values, not yet checked against a model."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"option {item!r} is not KEY=VALUE")
         options[key.strip().replace("-", "_")] = _option_value(value.strip())
+    return options
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if both of ``name``'s builders accept them and the variant does not fix
+    them otherwise; a one-line error if not."""
+    spec = get_spec(name)
     if options:
         accepted = set.intersection(*(
             set(inspect.signature(spec.builder(fw)).parameters) - {"input_size"}
@@ -139,7 +144,22 @@ def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
         if unknown:
             raise UsageError(f"unknown option(s) {', '.join(unknown)} for {name}; accepted: "
                              f"{', '.join(sorted(accepted)) or 'none'}")
+        # The variant's own options (e.g. keras_resnet50's bn_eps) define it.
+        fixed = sorted(k for k, v in options.items()
+                       if k in spec.builder_kwargs and spec.builder_kwargs[k] != v)
+        if fixed:
+            raise UsageError(f"option(s) {', '.join(fixed)} are fixed by the variant {name} ("
+                             + ", ".join(f"{k}={spec.builder_kwargs[k]}" for k in fixed) + ")")
     return options
+
+
+def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` builder options (e.g. ``transform_input=true``) for both twins.
+
+    Only keywords that *both* builders accept are allowed (``input_size`` is the verifier's),
+    so an option can never change one twin and silently not the other.
+    """
+    return check_options(name, parse_options_text(items))
 
 
 def get_model(

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert import checkpoint, mapper
-from codenn_convert.registry import _resolve, get_model, get_spec
+from codenn_convert import mapper
+from codenn_convert.registry import get_model, get_spec
 
 TorchState = dict[str, np.ndarray]
 
@@ -22,29 +22,33 @@ def keras_plan(model: Any) -> list[mapper.LayerPlan]:
     return mapper.plan_keras_model(model)
 
 
+def state_from_source(name: str, source: Any, keras_model: Any) -> TorchState:
+    """The checked, float32 torch-layout state of a resolved
+    :class:`codenn_convert.sources.Source`; ``keras_model`` (the Keras twin built with the
+    source's options) supplies the layer plan."""
+    plan = keras_plan(keras_model)
+    if source.keras_weights is not None:
+        return mapper.keras_to_torch(source.keras_weights, plan, name, source.tracked)
+    mapper.check_torch_state(source.torch_state, plan, name)
+    return source.torch_state
+
+
 def load_state(
     name: str, path: str | os.PathLike[str], *, keras_model: Any | None = None,
     **options: Any,
 ) -> TorchState:
-    """Read a checkpoint of either layout into a checked torch-layout state.
+    """Read a checkpoint of either layout into a checked, float32 torch-layout state.
 
-    ``keras_model`` (a built Keras twin) supplies the layer plan; one is built if missing.
-    A Keras file whose layer names are not the twin's goes through the spec's
-    ``keras_filter`` (e.g. keras.applications names) when it has one and it recognises them.
+    The file goes through :func:`codenn_convert.sources.read_source` (wrappers, precision,
+    keras.applications names, inferred options). ``keras_model`` (a built Keras twin)
+    supplies the layer plan; one is built with the resolved options if missing.
     """
-    kmodel = keras_model if keras_model is not None else get_model(name, "keras", **options)
-    plan = keras_plan(kmodel)
-    if checkpoint.layout_of(path) == "keras":
-        weights, tracked = checkpoint.read_keras_weights(
-            path, checkpoint.ShapeBudget.of_plan(plan))
-        spec = get_spec(name)
-        if spec.keras_filter and weights.keys() != {p.name for p in plan}:
-            filtered = _resolve(spec.keras_filter)(weights)
-            weights = weights if filtered is None else filtered
-        return mapper.keras_to_torch(weights, plan, name, tracked)
-    state = checkpoint.load_torch_state(path)
-    mapper.check_torch_state(state, plan, name)
-    return state
+    from codenn_convert.sources import read_source
+
+    source = read_source(name, path, options)
+    kmodel = keras_model if keras_model is not None else get_model(
+        name, "keras", **source.options)
+    return state_from_source(name, source, kmodel)
 
 
 def torch_key_order(name: str, state: TorchState, **options: Any) -> TorchState:

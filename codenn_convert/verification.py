@@ -109,6 +109,7 @@ class ModelResult:
     nonfinite_outputs: dict[str, str | None] = field(default_factory=dict)
     #: Checkpoint tensors holding NaN/Inf: ``{"tensor": key, "count": values}``.
     nonfinite_weights: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # steps taken reading the checkpoints
 
     @property
     def passed(self) -> bool:
@@ -295,6 +296,21 @@ def _sources(c: VerifyOptions) -> tuple[PathLike | None, PathLike | None]:
             c.keras_weights if c.keras_weights is not None else c.torch_weights)
 
 
+def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str, Any]
+                  ) -> dict[Any, Any]:
+    """Each given checkpoint resolved (filters, precision, inferred options); both sides
+    must come out with the same options, since both twins are built with them."""
+    from codenn_convert.sources import read_source
+
+    sources = {src: read_source(model, src, options)
+               for src in dict.fromkeys((torch_src, keras_src)) if src is not None}
+    if len({repr(sorted(s.options.items())) for s in sources.values()}) > 1:
+        raise UsageError("the torch and Keras checkpoints are of different model options: "
+                         + "; ".join(f"{Path(s.path).name}: {s.options}"
+                                     for s in sources.values()))
+    return sources
+
+
 def _nonfinite_weights(*states: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     from codenn_convert.checkpoint import nonfinite_tensors
 
@@ -380,13 +396,20 @@ class VerifyRun:
                                     rtol=self.tol, inputs=label, options=dict(config.options))
                         for label, x in self.inputs]
         self.timed = _timer(model, self.results, self.say)
+        self.options: dict[str, Any] = dict(config.options)  # resolved by twins()
 
     def twins(self) -> tuple[Any, Any]:
         """Both twins built, with their sides' weights (non-finite ones recorded)."""
         from codenn_convert import twins
         from codenn_convert.init import realistic_model, torch_state_of
 
-        opts, (torch_src, keras_src) = dict(self.config.options), _sources(self.config)
+        torch_src, keras_src = _sources(self.config)
+        # Checkpoints may determine options (num_classes, aux_logits): read them first.
+        sources = _read_sources(self.model, torch_src, keras_src, dict(self.config.options))
+        opts = next(iter(sources.values())).options if sources else dict(self.config.options)
+        self.options = dict(opts)
+        for r in self.results:
+            r.options, r.notes = dict(opts), [n for src in sources.values() for n in src.notes]
         kmodel = self.timed("build keras", lambda: twins.get_model(
             self.model, "keras", input_size=self.size, **opts))
         if torch_src is None:
@@ -395,11 +418,12 @@ class VerifyRun:
                 self.model, self.config.seed, **opts))
             torch_state = torch_state_of(tmodel)
         else:
-            torch_state = self.timed("weights", lambda: twins.load_state(
-                self.model, torch_src, keras_model=kmodel))
+            torch_state = self.timed("weights", lambda: twins.state_from_source(
+                self.model, sources[torch_src], kmodel))
             tmodel = twins.torch_twin(self.model, torch_state, **opts)
         keras_state = torch_state if keras_src == torch_src else self.timed(
-            "keras weights", lambda: twins.load_state(self.model, keras_src, keras_model=kmodel))
+            "keras weights", lambda: twins.state_from_source(
+                self.model, sources[keras_src], kmodel))
         bad = _nonfinite_weights(torch_state, keras_state)
         for r in self.results:
             r.nonfinite_weights = bad
@@ -451,5 +475,5 @@ class VerifyRun:
         save_golden(self.config.save_golden, Golden(  # type: ignore[arg-type]
             model=self.model, labels=[label for label, _ in self.inputs],
             inputs=[x for _, x in self.inputs], reference=found.outputs["torch"],
-            exact=found.exact, rtol=self.tol, options=dict(self.config.options),
+            exact=found.exact, rtol=self.tol, options=dict(self.options),
             seed=self.config.seed))

@@ -222,18 +222,23 @@ def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
 
 
 def test_options_convert_a_checkpoint_without_aux_head(tmp_path: Path) -> None:
-    """torchvision's inception_v3(aux_logits=False) has no AuxLogits keys: the same option
-    on both twins makes the mapping match it; without the option the keys are missing."""
+    """torchvision's inception_v3(aux_logits=False) has no AuxLogits keys: the option is
+    inferred from the file (an agreeing explicit one is fine, a contradicting one an error)."""
+    from codenn_convert.errors import UsageError
     from codenn_convert.init import realistic_state
 
     state = realistic_state("inception_v3", seed=1, aux_logits=False)
     assert not any(k.startswith("AuxLogits.") for k in state)
     src = tmp_path / "noaux.safetensors"
     checkpoint.save_torch_state(state, src)
-    with pytest.raises(CheckpointError, match=r"missing keys: AuxLogits\."):
-        convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5")
+    with pytest.raises(UsageError, match=r"aux_logits=true contradicts the checkpoint "
+                                         r"\(no AuxLogits\.\* keys: aux_logits=false\)"):
+        convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5",
+                           options={"aux_logits": True})
+    res = convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5")
+    assert res.options == {"aux_logits": False}
+    assert "inferred aux_logits=false from the checkpoint (no AuxLogits.* keys)" in res.notes
     opts = {"aux_logits": False}
-    convert_checkpoint("inception_v3", src, tmp_path / "x.weights.h5", options=opts)
     convert_checkpoint("inception_v3", tmp_path / "x.weights.h5", tmp_path / "back.pt",
                        options=opts)
     _assert_same_state(checkpoint.load_torch_state(tmp_path / "back.pt"), state)

@@ -99,7 +99,7 @@ def test_sparse_hdf5_bomb_costs_nothing(tmp_path: Path, legacy: bool) -> None:
     assert bomb.stat().st_size < 1_000_000
     start = time.perf_counter()
     proc = run_cli("convert", "resnet18", str(bomb), str(tmp_path / "out.pth"))
-    _one_line_error(proc, 2, str(bomb), "(1000000, 1000000)")
+    _one_line_error(proc, 2, str(bomb), "refusing to read them")
     assert time.perf_counter() - start < 120
     assert not (tmp_path / "out.pth").exists()
 

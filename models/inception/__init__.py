@@ -6,6 +6,7 @@ torch nor TensorFlow, so listing models stays light.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Literal
 
 from codenn_convert.registry import ModelSpec, register_model
@@ -63,6 +64,9 @@ TRANSFORM_OFFSET = tuple((m - 0.5) / 0.5 for m in IMAGENET_MEAN)
 # 74 gives 2x2 at Mixed_6e, where Mixed_7a's 3x3 windows do not fit.
 MIN_INPUT_SIZE = (75, 75)
 
+_TORCH = "codenn_convert.models.inception.torch_inception"
+_KERAS = "codenn_convert.models.inception.keras_inception"
+
 register_model(
     ModelSpec(
         name="inception_v3",
@@ -77,5 +81,24 @@ register_model(
             "codenn_convert.init:positive_batchnorm_shift",
             "codenn_convert.models.inception.torch_inception:calibrate_aux_head",
         ),
+    )
+)
+
+# keras.applications InceptionV3 as options of the same builders: branch average pools that
+# do not count the padding (Keras 'same'), no aux head; its BatchNorms have no gamma (eps is
+# 1e-3, as torchvision's), which the filter fills with 1, and its classifier is ``predictions``.
+register_model(
+    ModelSpec(
+        name="keras_inception_v3",
+        family="inception",
+        torch_builder=f"{_TORCH}:inception_v3",
+        keras_builder=f"{_KERAS}:inception_v3",
+        input_size=(299, 299),
+        min_input_size=MIN_INPUT_SIZE,
+        num_params=23_834_568,
+        builder_kwargs=MappingProxyType({"aux_logits": False, "count_include_pad": False}),
+        init_hooks=("codenn_convert.init:positive_batchnorm_shift",),
+        keras_filter="codenn_convert.models.inception.keras_applications:"
+                     "keras_applications_filter",
     )
 )

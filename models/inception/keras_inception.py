@@ -45,13 +45,16 @@ def basic_conv(
     return layers.ReLU(name=f"{name}.relu")(x)
 
 
-def _branch_pool_avg(x: Any, name: str) -> Any:
-    # torch: F.avg_pool2d(x, 3, stride=1, padding=1) with count_include_pad=True, so border
-    # windows divide by 9; zero padding then a 'valid' pool does the same.
+def _branch_pool_avg(x: Any, name: str, count_include_pad: bool) -> Any:
+    # torch: F.avg_pool2d(x, 3, stride=1, padding=1). With count_include_pad=True border
+    # windows divide by 9, as zero padding then a 'valid' pool does; without, they divide by
+    # the real pixels only, as Keras's 'same' pool does (symmetric at stride 1, 3x3).
+    if not count_include_pad:
+        return layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avg_pool")(x)
     return avg_pool(x, 3, stride=1, padding=1, name=f"{name}.avg_pool")
 
 
-def inception_a(x: Any, name: str, pool_features: int) -> Any:
+def inception_a(x: Any, name: str, pool_features: int, count_include_pad: bool = True) -> Any:
     """35x35 block: 1x1, 5x5, double 3x3 and pooled branches."""
     branch1x1 = basic_conv(x, 64, 1, name=f"{name}.branch1x1")
     branch5x5 = basic_conv(x, 48, 1, name=f"{name}.branch5x5_1")
@@ -59,7 +62,7 @@ def inception_a(x: Any, name: str, pool_features: int) -> Any:
     branch3x3dbl = basic_conv(x, 64, 1, name=f"{name}.branch3x3dbl_1")
     branch3x3dbl = basic_conv(branch3x3dbl, 96, 3, padding=1, name=f"{name}.branch3x3dbl_2")
     branch3x3dbl = basic_conv(branch3x3dbl, 96, 3, padding=1, name=f"{name}.branch3x3dbl_3")
-    branch_pool = basic_conv(_branch_pool_avg(x, name), pool_features, 1,
+    branch_pool = basic_conv(_branch_pool_avg(x, name, count_include_pad), pool_features, 1,
                              name=f"{name}.branch_pool")  # fmt: skip
     return layers.Concatenate(axis=-1, name=name)([branch1x1, branch5x5, branch3x3dbl, branch_pool])
 
@@ -74,7 +77,7 @@ def inception_b(x: Any, name: str) -> Any:
     return layers.Concatenate(axis=-1, name=name)([branch3x3, branch3x3dbl, branch_pool])
 
 
-def inception_c(x: Any, name: str, channels_7x7: int) -> Any:
+def inception_c(x: Any, name: str, channels_7x7: int, count_include_pad: bool = True) -> Any:
     """17x17 block with factorised 1x7 / 7x1 convs."""
     c7 = channels_7x7
     branch1x1 = basic_conv(x, 192, 1, name=f"{name}.branch1x1")
@@ -86,7 +89,8 @@ def inception_c(x: Any, name: str, channels_7x7: int) -> Any:
     dbl = basic_conv(dbl, c7, (1, 7), padding=(0, 3), name=f"{name}.branch7x7dbl_3")
     dbl = basic_conv(dbl, c7, (7, 1), padding=(3, 0), name=f"{name}.branch7x7dbl_4")
     dbl = basic_conv(dbl, 192, (1, 7), padding=(0, 3), name=f"{name}.branch7x7dbl_5")
-    branch_pool = basic_conv(_branch_pool_avg(x, name), 192, 1, name=f"{name}.branch_pool")
+    pooled = _branch_pool_avg(x, name, count_include_pad)
+    branch_pool = basic_conv(pooled, 192, 1, name=f"{name}.branch_pool")
     return layers.Concatenate(axis=-1, name=name)([branch1x1, b7, dbl, branch_pool])
 
 
@@ -102,7 +106,7 @@ def inception_d(x: Any, name: str) -> Any:
     return layers.Concatenate(axis=-1, name=name)([branch3x3, b7, branch_pool])
 
 
-def inception_e(x: Any, name: str) -> Any:
+def inception_e(x: Any, name: str, count_include_pad: bool = True) -> Any:
     """8x8 block with split 1x3 / 3x1 branches."""
     branch1x1 = basic_conv(x, 320, 1, name=f"{name}.branch1x1")
     b3 = basic_conv(x, 384, 1, name=f"{name}.branch3x3_1")
@@ -116,17 +120,19 @@ def inception_e(x: Any, name: str) -> Any:
         basic_conv(dbl, 384, (1, 3), padding=(0, 1), name=f"{name}.branch3x3dbl_3a"),
         basic_conv(dbl, 384, (3, 1), padding=(1, 0), name=f"{name}.branch3x3dbl_3b"),
     ])  # fmt: skip
-    branch_pool = basic_conv(_branch_pool_avg(x, name), 192, 1, name=f"{name}.branch_pool")
+    pooled = _branch_pool_avg(x, name, count_include_pad)
+    branch_pool = basic_conv(pooled, 192, 1, name=f"{name}.branch_pool")
     return layers.Concatenate(axis=-1, name=name)([branch1x1, b3, dbl, branch_pool])
 
 
-# Block kind -> builder; the option is pool_features (A) or channels_7x7 (C), as in torch.
-_BLOCKS: dict[BlockKind, Callable[[Any, str, Any], Any]] = {
-    "A": lambda x, name, opt: inception_a(x, name, pool_features=opt),
-    "B": lambda x, name, opt: inception_b(x, name),
-    "C": lambda x, name, opt: inception_c(x, name, channels_7x7=opt),
-    "D": lambda x, name, opt: inception_d(x, name),
-    "E": lambda x, name, opt: inception_e(x, name),
+# Block kind -> builder; the option is pool_features (A) or channels_7x7 (C), as in torch;
+# the flag is count_include_pad of the branch average pools (A, C, E).
+_BLOCKS: dict[BlockKind, Callable[[Any, str, Any, bool], Any]] = {
+    "A": lambda x, name, opt, cip: inception_a(x, name, opt, count_include_pad=cip),
+    "B": lambda x, name, opt, cip: inception_b(x, name),
+    "C": lambda x, name, opt, cip: inception_c(x, name, opt, count_include_pad=cip),
+    "D": lambda x, name, opt, cip: inception_d(x, name),
+    "E": lambda x, name, opt, cip: inception_e(x, name, count_include_pad=cip),
 }
 
 
@@ -180,6 +186,7 @@ def inception_v3(
     aux_logits: bool = True,
     transform_input: bool = False,
     dropout: float = 0.5,
+    count_include_pad: bool = True,
 ) -> keras.Model:
     """Build the Keras twin of torchvision's InceptionV3 for a fixed ``input_size`` (H, W).
 
@@ -199,7 +206,7 @@ def inception_v3(
             x = max_pool(x, 3, stride=2, name=STEM_POOLS[name])  # unpadded
     aux = None
     for name, kind, option in MIXED:
-        x = _BLOCKS[kind](x, name, option)
+        x = _BLOCKS[kind](x, name, option, count_include_pad)
         if name == AUX_SOURCE and aux_logits:
             aux = inception_aux(x, num_classes)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)  # AdaptiveAvgPool2d((1, 1))

@@ -45,8 +45,11 @@ class BasicConv2d(nn.Module):
 class InceptionA(nn.Module):
     """35x35 block: 1x1, 5x5, double 3x3 and pooled branches."""
 
-    def __init__(self, in_channels: int, pool_features: int) -> None:
+    def __init__(
+        self, in_channels: int, pool_features: int, count_include_pad: bool = True
+    ) -> None:
         super().__init__()
+        self.count_include_pad = count_include_pad
         self.branch1x1 = BasicConv2d(in_channels, 64, kernel_size=1)
         self.branch5x5_1 = BasicConv2d(in_channels, 48, kernel_size=1)
         self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
@@ -60,8 +63,9 @@ class InceptionA(nn.Module):
         branch1x1 = self.branch1x1(x)
         branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        # count_include_pad=True (the default): border means divide by 9.
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        # torchvision counts the padding (border windows divide by 9); Keras 'same' does not.
+        branch_pool = self.branch_pool(F.avg_pool2d(
+            x, kernel_size=3, stride=1, padding=1, count_include_pad=self.count_include_pad))
         return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
 
 
@@ -86,8 +90,9 @@ class InceptionB(nn.Module):
 class InceptionC(nn.Module):
     """17x17 block with factorised 1x7 / 7x1 convs."""
 
-    def __init__(self, in_channels: int, channels_7x7: int) -> None:
+    def __init__(self, in_channels: int, channels_7x7: int, count_include_pad: bool = True) -> None:
         super().__init__()
+        self.count_include_pad = count_include_pad
         c7 = channels_7x7
         self.branch1x1 = BasicConv2d(in_channels, 192, kernel_size=1)
         self.branch7x7_1 = BasicConv2d(in_channels, c7, kernel_size=1)
@@ -107,7 +112,8 @@ class InceptionC(nn.Module):
         branch7x7dbl = self.branch7x7dbl_1(x)
         branch7x7dbl = self.branch7x7dbl_3(self.branch7x7dbl_2(branch7x7dbl))
         branch7x7dbl = self.branch7x7dbl_5(self.branch7x7dbl_4(branch7x7dbl))
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        branch_pool = self.branch_pool(F.avg_pool2d(
+            x, kernel_size=3, stride=1, padding=1, count_include_pad=self.count_include_pad))
         return torch.cat([branch1x1, branch7x7, branch7x7dbl, branch_pool], 1)
 
 
@@ -135,8 +141,9 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
     """8x8 block with split 1x3 / 3x1 branches."""
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, count_include_pad: bool = True) -> None:
         super().__init__()
+        self.count_include_pad = count_include_pad
         self.branch1x1 = BasicConv2d(in_channels, 320, kernel_size=1)
         self.branch3x3_1 = BasicConv2d(in_channels, 384, kernel_size=1)
         self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
@@ -156,7 +163,8 @@ class InceptionE(nn.Module):
         branch3x3dbl = torch.cat(
             [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1
         )
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        branch_pool = self.branch_pool(F.avg_pool2d(
+            x, kernel_size=3, stride=1, padding=1, count_include_pad=self.count_include_pad))
         return torch.cat([branch1x1, branch3x3, branch3x3dbl, branch_pool], 1)
 
 
@@ -185,13 +193,14 @@ class InceptionAux(nn.Module):
         return self.fc(x)  # N, num_classes
 
 
-# Block kind -> module; the option is pool_features (A) or channels_7x7 (C), as torchvision.
-_BLOCKS: dict[BlockKind, Callable[[int, Any], nn.Module]] = {
-    "A": lambda c, opt: InceptionA(c, pool_features=opt),
-    "B": lambda c, opt: InceptionB(c),
-    "C": lambda c, opt: InceptionC(c, channels_7x7=opt),
-    "D": lambda c, opt: InceptionD(c),
-    "E": lambda c, opt: InceptionE(c),
+# Block kind -> module; the option is pool_features (A) or channels_7x7 (C), as torchvision;
+# the flag is count_include_pad of the branch average pools (A, C, E).
+_BLOCKS: dict[BlockKind, Callable[[int, Any, bool], nn.Module]] = {
+    "A": lambda c, opt, cip: InceptionA(c, pool_features=opt, count_include_pad=cip),
+    "B": lambda c, opt, cip: InceptionB(c),
+    "C": lambda c, opt, cip: InceptionC(c, channels_7x7=opt, count_include_pad=cip),
+    "D": lambda c, opt, cip: InceptionD(c),
+    "E": lambda c, opt, cip: InceptionE(c, count_include_pad=cip),
 }
 
 
@@ -209,6 +218,7 @@ class Inception3(nn.Module):
         aux_logits: bool = True,
         transform_input: bool = False,
         dropout: float = 0.5,
+        count_include_pad: bool = True,
     ) -> None:
         super().__init__()
         self.aux_logits = aux_logits
@@ -223,7 +233,7 @@ class Inception3(nn.Module):
             if name in STEM_POOLS:
                 self.add_module(STEM_POOLS[name], nn.MaxPool2d(kernel_size=3, stride=2))
         for name, kind, option in MIXED:
-            block = _BLOCKS[kind](channels, option)
+            block = _BLOCKS[kind](channels, option, count_include_pad)
             self.add_module(name, block)
             channels = block.out_channels
             if name == AUX_SOURCE and aux_logits:
@@ -268,13 +278,16 @@ def inception_v3(
     aux_logits: bool = True,
     transform_input: bool = False,
     dropout: float = 0.5,
+    count_include_pad: bool = True,
 ) -> Inception3:
-    """Build InceptionV3 (random weights). ``transform_input`` is off by default here."""
+    """Build InceptionV3 (random weights). ``transform_input`` is off by default here;
+    ``count_include_pad=False`` gives keras.applications' branch pools (padding not counted)."""
     return Inception3(
         num_classes=num_classes,
         aux_logits=aux_logits,
         transform_input=transform_input,
         dropout=dropout,
+        count_include_pad=count_include_pad,
     )
 
 

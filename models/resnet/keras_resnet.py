@@ -15,45 +15,59 @@ import keras
 from keras import layers
 
 from codenn_convert.models.common.keras_layers import batch_norm, conv2d, max_pool
-from codenn_convert.models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
+from codenn_convert.models.resnet import (
+    EXPANSION,
+    STAGE_PLANES,
+    STEM_CHANNELS,
+    TORCHVISION_STYLE,
+    VARIANTS,
+    BlockKind,
+    ResNetStyle,
+)
 
 
-def _shortcut(x: Any, out_channels: int, stride: int, *, name: str) -> Any:
+def _shortcut(x: Any, out_channels: int, stride: int, style: ResNetStyle, *, name: str) -> Any:
     """Identity, or torchvision's ``downsample`` (1x1 conv with the stride, then BN).
 
     A 1x1/2 'valid' conv samples pixels 0, 2, 4, ... exactly like torch's unpadded one.
     """
     if stride == 1 and int(x.shape[-1]) == out_channels:
         return x
-    x = conv2d(x, out_channels, 1, stride=stride, use_bias=False, name=f"{name}.downsample.0")
-    return batch_norm(x, name=f"{name}.downsample.1")
+    x = conv2d(x, out_channels, 1, stride=stride, use_bias=style.conv_bias,
+               name=f"{name}.downsample.0")
+    return batch_norm(x, name=f"{name}.downsample.1", eps=style.bn_eps)
 
 
-def basic_block(x: Any, planes: int, stride: int, *, name: str) -> Any:
+def basic_block(x: Any, planes: int, stride: int, style: ResNetStyle, *, name: str) -> Any:
     """``BasicBlock``: conv3x3 (stride) - BN - ReLU - conv3x3 - BN, plus the shortcut."""
-    y = conv2d(x, planes, 3, stride=stride, padding=1, use_bias=False, name=f"{name}.conv1")
-    y = batch_norm(y, name=f"{name}.bn1")
+    bias, eps = style.conv_bias, style.bn_eps
+    y = conv2d(x, planes, 3, stride=stride, padding=1, use_bias=bias, name=f"{name}.conv1")
+    y = batch_norm(y, name=f"{name}.bn1", eps=eps)
     y = layers.ReLU(name=f"{name}.relu_1")(y)
-    y = conv2d(y, planes, 3, padding=1, use_bias=False, name=f"{name}.conv2")
-    y = batch_norm(y, name=f"{name}.bn2")
-    shortcut = _shortcut(x, planes * EXPANSION["basic"], stride, name=name)
+    y = conv2d(y, planes, 3, padding=1, use_bias=bias, name=f"{name}.conv2")
+    y = batch_norm(y, name=f"{name}.bn2", eps=eps)
+    shortcut = _shortcut(x, planes * EXPANSION["basic"], stride, style, name=name)
     y = layers.Add(name=f"{name}.add")([y, shortcut])
     return layers.ReLU(name=f"{name}.relu_out")(y)
 
 
-def bottleneck_block(x: Any, planes: int, stride: int, *, name: str) -> Any:
-    """``Bottleneck`` (v1.5): conv1x1 - conv3x3 (stride) - conv1x1 (x expansion), BN after
-    each, ReLU after the first two, plus the shortcut."""
+def bottleneck_block(x: Any, planes: int, stride: int, style: ResNetStyle, *, name: str
+                     ) -> Any:
+    """``Bottleneck``: conv1x1 - conv3x3 - conv1x1 (x expansion), BN after each, ReLU after
+    the first two, plus the shortcut. The stride sits on the 3x3 (v1.5) or, with
+    ``style.stride_in_1x1``, on the first 1x1 (v1: unpadded, so it samples 0, 2, 4, ...)."""
+    bias, eps = style.conv_bias, style.bn_eps
+    s1, s3 = (stride, 1) if style.stride_in_1x1 else (1, stride)
     out_channels = planes * EXPANSION["bottleneck"]
-    y = conv2d(x, planes, 1, use_bias=False, name=f"{name}.conv1")
-    y = batch_norm(y, name=f"{name}.bn1")
+    y = conv2d(x, planes, 1, stride=s1, use_bias=bias, name=f"{name}.conv1")
+    y = batch_norm(y, name=f"{name}.bn1", eps=eps)
     y = layers.ReLU(name=f"{name}.relu_1")(y)
-    y = conv2d(y, planes, 3, stride=stride, padding=1, use_bias=False, name=f"{name}.conv2")
-    y = batch_norm(y, name=f"{name}.bn2")
+    y = conv2d(y, planes, 3, stride=s3, padding=1, use_bias=bias, name=f"{name}.conv2")
+    y = batch_norm(y, name=f"{name}.bn2", eps=eps)
     y = layers.ReLU(name=f"{name}.relu_2")(y)
-    y = conv2d(y, out_channels, 1, use_bias=False, name=f"{name}.conv3")
-    y = batch_norm(y, name=f"{name}.bn3")
-    shortcut = _shortcut(x, out_channels, stride, name=name)
+    y = conv2d(y, out_channels, 1, use_bias=bias, name=f"{name}.conv3")
+    y = batch_norm(y, name=f"{name}.bn3", eps=eps)
+    shortcut = _shortcut(x, out_channels, stride, style, name=name)
     y = layers.Add(name=f"{name}.add")([y, shortcut])
     return layers.ReLU(name=f"{name}.relu_out")(y)
 
@@ -70,20 +84,22 @@ def build_resnet(
     *,
     input_size: tuple[int, int],
     num_classes: int = 1000,
+    style: ResNetStyle = TORCHVISION_STYLE,
     name: str = "resnet",
 ) -> keras.Model:
     """The Keras twin of torchvision's ``ResNet(block, layers)`` for a fixed (H, W)."""
     make_block = BLOCKS[block]
     inputs = keras.Input((*input_size, 3), name="input")
-    x = conv2d(inputs, STEM_CHANNELS, 7, stride=2, padding=3, use_bias=False, name="conv1")
-    x = batch_norm(x, name="bn1")
+    x = conv2d(inputs, STEM_CHANNELS, 7, stride=2, padding=3, use_bias=style.conv_bias,
+               name="conv1")
+    x = batch_norm(x, name="bn1", eps=style.bn_eps)
     x = layers.ReLU(name="relu")(x)
     x = max_pool(x, 3, stride=2, padding=1, name="maxpool")  # pads with -inf, like torch
     for i, (planes, blocks) in enumerate(zip(STAGE_PLANES, stages, strict=True)):
         for j in range(blocks):
             # The first block of every stage but layer1 halves H and W.
             stride = 2 if i > 0 and j == 0 else 1
-            x = make_block(x, planes, stride, name=f"layer{i + 1}.{j}")
+            x = make_block(x, planes, stride, style, name=f"layer{i + 1}.{j}")
     # torch's AdaptiveAvgPool2d((1, 1)) is the mean over all pixels. The flattened 1x1 map has
     # the same order in NCHW and NHWC, so ``fc`` maps as a plain Dense.
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
@@ -92,37 +108,18 @@ def build_resnet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def _resnet(name: str, input_size: tuple[int, int], num_classes: int) -> keras.Model:
-    variant = VARIANTS[name]
-    return build_resnet(
-        variant.block, variant.layers, input_size=input_size, num_classes=num_classes, name=name
-    )
-
-
-def resnet18(*, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000) -> keras.Model:
-    """Build the Keras twin of ResNet-18 for a fixed ``input_size`` (H, W)."""
-    return _resnet("resnet18", input_size, num_classes)
-
-
-def resnet34(*, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000) -> keras.Model:
-    """Build the Keras twin of ResNet-34 for a fixed ``input_size`` (H, W)."""
-    return _resnet("resnet34", input_size, num_classes)
-
-
-def resnet50(*, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000) -> keras.Model:
-    """Build the Keras twin of ResNet-50 for a fixed ``input_size`` (H, W)."""
-    return _resnet("resnet50", input_size, num_classes)
-
-
-def resnet101(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000
+def resnet(
+    *,
+    variant: str,
+    input_size: tuple[int, int] = (224, 224),
+    num_classes: int = 1000,
+    stride_in_1x1: bool = False,
+    conv_bias: bool = False,
+    bn_eps: float = 1e-5,
 ) -> keras.Model:
-    """Build the Keras twin of ResNet-101 for a fixed ``input_size`` (H, W)."""
-    return _resnet("resnet101", input_size, num_classes)
-
-
-def resnet152(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000
-) -> keras.Model:
-    """Build the Keras twin of ResNet-152 for a fixed ``input_size`` (H, W)."""
-    return _resnet("resnet152", input_size, num_classes)
+    """Build the Keras twin of the ResNet ``variant`` of :data:`VARIANTS` for a fixed
+    ``input_size`` (H, W); the style options default to torchvision's."""
+    spec = VARIANTS[variant]
+    style = ResNetStyle(stride_in_1x1=stride_in_1x1, conv_bias=conv_bias, bn_eps=bn_eps)
+    return build_resnet(spec.block, spec.layers, input_size=input_size,
+                        num_classes=num_classes, style=style, name=variant)

@@ -1,21 +1,32 @@
-"""ResNet in PyTorch, with torchvision's exact module tree and state_dict keys (v1.5)."""
+"""ResNet in PyTorch, with torchvision's exact module tree and state_dict keys (v1.5 by
+default; keras.applications' v1 through :class:`ResNetStyle`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from codenn_convert.models.resnet import EXPANSION, STAGE_PLANES, STEM_CHANNELS, VARIANTS, BlockKind
+from codenn_convert.models.resnet import (
+    EXPANSION,
+    STAGE_PLANES,
+    STEM_CHANNELS,
+    TORCHVISION_STYLE,
+    VARIANTS,
+    BlockKind,
+    ResNetStyle,
+)
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding 1, no bias (a BatchNorm follows)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, bias: bool = False
+            ) -> nn.Conv2d:
+    """3x3 convolution with padding 1 (torchvision: no bias, a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=bias)
 
 
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, bias: bool = False
+            ) -> nn.Conv2d:
+    """1x1 convolution (torchvision: no bias)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=bias)
 
 
 class BasicBlock(nn.Module):
@@ -24,14 +35,16 @@ class BasicBlock(nn.Module):
     expansion = EXPANSION["basic"]
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+        style: ResNetStyle = TORCHVISION_STYLE,
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        bias, eps = style.conv_bias, style.bn_eps
+        self.conv1 = conv3x3(inplanes, planes, stride, bias=bias)
+        self.bn1 = nn.BatchNorm2d(planes, eps=eps)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, bias=bias)
+        self.bn2 = nn.BatchNorm2d(planes, eps=eps)
         self.downsample = downsample
         self.stride = stride
 
@@ -46,20 +59,24 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carrying the stride: ResNet v1.5), 1x1 expand by ``expansion``."""
+    """1x1 reduce, 3x3, 1x1 expand by ``expansion``. The 3x3 carries the stride (ResNet v1.5,
+    torchvision), or the first 1x1 does (v1, keras.applications: ``style.stride_in_1x1``)."""
 
     expansion = EXPANSION["bottleneck"]
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+        style: ResNetStyle = TORCHVISION_STYLE,
     ) -> None:
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        bias, eps = style.conv_bias, style.bn_eps
+        stride_1x1, stride_3x3 = (stride, 1) if style.stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, planes, stride_1x1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(planes, eps=eps)
+        self.conv2 = conv3x3(planes, planes, stride_3x3, bias=bias)
+        self.bn2 = nn.BatchNorm2d(planes, eps=eps)
+        self.conv3 = conv1x1(planes, planes * self.expansion, bias=bias)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion, eps=eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
@@ -85,13 +102,16 @@ class ResNet(nn.Module):
     """torchvision ``ResNet``: stem, ``layer1`` ... ``layer4``, ``avgpool``, ``fc``."""
 
     def __init__(
-        self, block: BlockKind, layers: tuple[int, int, int, int], num_classes: int = 1000
+        self, block: BlockKind, layers: tuple[int, int, int, int], num_classes: int = 1000,
+        style: ResNetStyle = TORCHVISION_STYLE,
     ) -> None:
         super().__init__()
         block_cls = BLOCKS[block]
+        self.style = style
         self.inplanes = STEM_CHANNELS
-        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3,
+                               bias=style.conv_bias)
+        self.bn1 = nn.BatchNorm2d(self.inplanes, eps=style.bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block_cls, STAGE_PLANES[0], layers[0])
@@ -108,15 +128,16 @@ class ResNet(nn.Module):
         blocks: int,
         stride: int = 1,
     ) -> nn.Sequential:
+        style = self.style
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride),
-                nn.BatchNorm2d(planes * block.expansion),
+                conv1x1(self.inplanes, planes * block.expansion, stride, bias=style.conv_bias),
+                nn.BatchNorm2d(planes * block.expansion, eps=style.bn_eps),
             )
-        stage = [block(self.inplanes, planes, stride, downsample)]
+        stage = [block(self.inplanes, planes, stride, downsample, style)]
         self.inplanes = planes * block.expansion
-        stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        stage += [block(self.inplanes, planes, style=style) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,34 +152,19 @@ class ResNet(nn.Module):
         return self.fc(x)  # N, num_classes
 
 
-def _resnet(name: str, num_classes: int) -> ResNet:
-    variant = VARIANTS[name]
-    return ResNet(variant.block, variant.layers, num_classes=num_classes)
-
-
-def resnet18(*, num_classes: int = 1000) -> ResNet:
-    """Build ResNet-18 (random weights)."""
-    return _resnet("resnet18", num_classes)
-
-
-def resnet34(*, num_classes: int = 1000) -> ResNet:
-    """Build ResNet-34 (random weights)."""
-    return _resnet("resnet34", num_classes)
-
-
-def resnet50(*, num_classes: int = 1000) -> ResNet:
-    """Build ResNet-50 (random weights)."""
-    return _resnet("resnet50", num_classes)
-
-
-def resnet101(*, num_classes: int = 1000) -> ResNet:
-    """Build ResNet-101 (random weights)."""
-    return _resnet("resnet101", num_classes)
-
-
-def resnet152(*, num_classes: int = 1000) -> ResNet:
-    """Build ResNet-152 (random weights)."""
-    return _resnet("resnet152", num_classes)
+def resnet(
+    *,
+    variant: str,
+    num_classes: int = 1000,
+    stride_in_1x1: bool = False,
+    conv_bias: bool = False,
+    bn_eps: float = 1e-5,
+) -> ResNet:
+    """Build the ResNet ``variant`` of :data:`VARIANTS` (random weights), as timm's
+    ``_create_resnet(variant, **model_args)``; the style options default to torchvision's."""
+    spec = VARIANTS[variant]
+    style = ResNetStyle(stride_in_1x1=stride_in_1x1, conv_bias=conv_bias, bn_eps=bn_eps)
+    return ResNet(spec.block, spec.layers, num_classes=num_classes, style=style)
 
 
 def small_residual_gamma(model: nn.Module, gen: torch.Generator) -> None:

@@ -6,6 +6,8 @@ filter) read, and registers the eight specs. It imports neither torch nor Tensor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from codenn_convert.registry import ModelSpec, register_model
@@ -40,34 +42,48 @@ def feature_modules(cfg: str, *, batch_norm: bool) -> list[tuple[ModuleKind, int
     return out
 
 
-# depth -> (cfg, parameters without BN, with BN); counts are torchvision's documented ones.
-_VARIANTS: dict[int, tuple[str, int, int]] = {
-    11: ("A", 132_863_336, 132_868_840),
-    13: ("B", 133_047_848, 133_053_736),
-    16: ("D", 138_357_544, 138_365_992),
-    19: ("E", 143_667_240, 143_678_248),
+@dataclass(frozen=True)
+class VGGVariant:
+    """One VGG: configuration, BatchNorm or not, and torchvision's parameter count."""
+
+    cfg: str
+    batch_norm: bool
+    num_params: int
+
+
+#: Every variant both twins build; parameter counts are torchvision's documented ones.
+VARIANTS: dict[str, VGGVariant] = {
+    "vgg11": VGGVariant("A", False, 132_863_336),
+    "vgg11_bn": VGGVariant("A", True, 132_868_840),
+    "vgg13": VGGVariant("B", False, 133_047_848),
+    "vgg13_bn": VGGVariant("B", True, 133_053_736),
+    "vgg16": VGGVariant("D", False, 138_357_544),
+    "vgg16_bn": VGGVariant("D", True, 138_365_992),
+    "vgg19": VGGVariant("E", False, 143_667_240),
+    "vgg19_bn": VGGVariant("E", True, 143_678_248),
 }
 
-for _depth, (_cfg, _plain, _with_bn) in _VARIANTS.items():
-    for _bn, _params in ((False, _plain), (True, _with_bn)):
-        _name = f"vgg{_depth}_bn" if _bn else f"vgg{_depth}"
-        register_model(
-            ModelSpec(
-                name=_name,
-                family="vgg",
-                torch_builder=f"codenn_convert.models.vgg.torch_vgg:{_name}",
-                keras_builder=f"codenn_convert.models.vgg.keras_vgg:{_name}",
-                input_size=(224, 224),
-                # Five 2x2/2 max-pools (floor mode): 32 -> 16 -> 8 -> 4 -> 2 -> 1.
-                min_input_size=(32, 32),
-                num_params=_params,
-                default=_name == "vgg19",
-                # keras.applications ships VGG16/VGG19 without BN under its own layer names.
-                # Deep and residual-free: see codenn_convert.init.positive_batchnorm_shift.
-                init_hooks=("codenn_convert.init:positive_batchnorm_shift",) if _bn else (),
-                keras_filter=(
-                    None if _bn
-                    else "codenn_convert.models.vgg.keras_applications:keras_applications_filter"
-                ),
-            )
+for _name, _variant in VARIANTS.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            family="vgg",
+            torch_builder="codenn_convert.models.vgg.torch_vgg:vgg",
+            keras_builder="codenn_convert.models.vgg.keras_vgg:vgg",
+            input_size=(224, 224),
+            # Five 2x2/2 max-pools (floor mode): 32 -> 16 -> 8 -> 4 -> 2 -> 1.
+            min_input_size=(32, 32),
+            num_params=_variant.num_params,
+            default=_name == "vgg19",
+            builder_kwargs=MappingProxyType({"variant": _name}),
+            # Deep and residual-free: see codenn_convert.init.positive_batchnorm_shift.
+            init_hooks=(
+                ("codenn_convert.init:positive_batchnorm_shift",) if _variant.batch_norm else ()
+            ),
+            # keras.applications ships VGG16/VGG19 without BN under its own layer names.
+            keras_filter=(
+                None if _variant.batch_norm
+                else "codenn_convert.models.vgg.keras_applications:keras_applications_filter"
+            ),
         )
+    )

@@ -7,7 +7,7 @@ from keras import layers
 
 from codenn_convert.models.common.keras_layers import AdaptiveAvgPool2D, conv2d, max_pool
 from codenn_convert.models.common.keras_layers import batch_norm as batch_norm_layer
-from codenn_convert.models.vgg import feature_modules
+from codenn_convert.models.vgg import VARIANTS, feature_modules
 
 
 def _vgg(
@@ -43,65 +43,15 @@ def _vgg(
     return keras.Model(inputs, outputs, name=name)
 
 
-def vgg11(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
+def vgg(
+    *,
+    variant: str,
+    input_size: tuple[int, int] = (224, 224),
+    num_classes: int = 1000,
+    dropout: float = 0.5,
 ) -> keras.Model:
-    """Keras twin of VGG-11 (configuration "A") for a fixed ``input_size`` (H, W)."""
-    return _vgg("A", batch_norm=False, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg11")
-
-
-def vgg11_bn(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-11 with BatchNorm for a fixed ``input_size`` (H, W)."""
-    return _vgg("A", batch_norm=True, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg11_bn")
-
-
-def vgg13(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-13 (configuration "B") for a fixed ``input_size`` (H, W)."""
-    return _vgg("B", batch_norm=False, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg13")
-
-
-def vgg13_bn(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-13 with BatchNorm for a fixed ``input_size`` (H, W)."""
-    return _vgg("B", batch_norm=True, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg13_bn")
-
-
-def vgg16(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-16 (configuration "D") for a fixed ``input_size`` (H, W)."""
-    return _vgg("D", batch_norm=False, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg16")
-
-
-def vgg16_bn(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-16 with BatchNorm for a fixed ``input_size`` (H, W)."""
-    return _vgg("D", batch_norm=True, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg16_bn")
-
-
-def vgg19(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-19 (configuration "E") for a fixed ``input_size`` (H, W)."""
-    return _vgg("E", batch_norm=False, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg19")
-
-
-def vgg19_bn(
-    *, input_size: tuple[int, int] = (224, 224), num_classes: int = 1000, dropout: float = 0.5
-) -> keras.Model:
-    """Keras twin of VGG-19 with BatchNorm for a fixed ``input_size`` (H, W)."""
-    return _vgg("E", batch_norm=True, input_size=input_size, num_classes=num_classes,
-                dropout=dropout, name="vgg19_bn")
+    """Build the Keras twin of the VGG ``variant`` of :data:`VARIANTS` for a fixed
+    ``input_size`` (H, W)."""
+    spec = VARIANTS[variant]
+    return _vgg(spec.cfg, batch_norm=spec.batch_norm, input_size=input_size,
+                num_classes=num_classes, dropout=dropout, name=variant)

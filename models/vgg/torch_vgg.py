@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codenn_convert.models.vgg import feature_modules
+from codenn_convert.models.vgg import VARIANTS, feature_modules
 
 
 def make_features(cfg: str, *, batch_norm: bool) -> nn.Sequential:
@@ -49,45 +49,8 @@ class VGG(nn.Module):
         return self.classifier(x)  # N, num_classes
 
 
-def _vgg(cfg: str, *, batch_norm: bool, num_classes: int, dropout: float) -> VGG:
-    return VGG(make_features(cfg, batch_norm=batch_norm), num_classes=num_classes, dropout=dropout)
-
-
-def vgg11(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-11 (configuration "A"), random weights."""
-    return _vgg("A", batch_norm=False, num_classes=num_classes, dropout=dropout)
-
-
-def vgg11_bn(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-11 with BatchNorm (configuration "A"), random weights."""
-    return _vgg("A", batch_norm=True, num_classes=num_classes, dropout=dropout)
-
-
-def vgg13(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-13 (configuration "B"), random weights."""
-    return _vgg("B", batch_norm=False, num_classes=num_classes, dropout=dropout)
-
-
-def vgg13_bn(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-13 with BatchNorm (configuration "B"), random weights."""
-    return _vgg("B", batch_norm=True, num_classes=num_classes, dropout=dropout)
-
-
-def vgg16(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-16 (configuration "D"), random weights."""
-    return _vgg("D", batch_norm=False, num_classes=num_classes, dropout=dropout)
-
-
-def vgg16_bn(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-16 with BatchNorm (configuration "D"), random weights."""
-    return _vgg("D", batch_norm=True, num_classes=num_classes, dropout=dropout)
-
-
-def vgg19(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-19 (configuration "E"), random weights."""
-    return _vgg("E", batch_norm=False, num_classes=num_classes, dropout=dropout)
-
-
-def vgg19_bn(*, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
-    """VGG-19 with BatchNorm (configuration "E"), random weights."""
-    return _vgg("E", batch_norm=True, num_classes=num_classes, dropout=dropout)
+def vgg(*, variant: str, num_classes: int = 1000, dropout: float = 0.5) -> VGG:
+    """Build the VGG ``variant`` of :data:`VARIANTS` (random weights)."""
+    spec = VARIANTS[variant]
+    features = make_features(spec.cfg, batch_norm=spec.batch_norm)
+    return VGG(features, num_classes=num_classes, dropout=dropout)

@@ -1,0 +1,56 @@
+"""keras.applications models with weights that look trained, for the import tests.
+
+There is no network, so the models are built with ``weights=None`` and then given He-scaled
+kernels, small biases, BatchNorm shifts, and BatchNorm statistics calibrated on a seeded
+batch (one training-mode call with momentum 0 sets each moving statistic to the batch's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _he(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    fan_in = int(np.prod(shape[:-1]))
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
+    """Give ``model`` trained-looking weights in place; return a seeded N(0,1) NHWC batch.
+
+    Residual branches end in a BatchNorm with a small gamma (``_3_bn`` in ResNet v1), as in
+    trained ResNets; BatchNorms without gamma (InceptionV3) get positive shifts, see
+    ``codenn_convert.init.positive_batchnorm_shift``.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    bns = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            bns.append(layer)
+            values = []
+            for var in layer.weights:
+                n = var.shape[0]
+                kind = var.path.rsplit("/", 1)[-1]
+                if kind == "gamma":
+                    low, high = (0.0, 0.2) if layer.name.endswith("_3_bn") else (0.5, 1.5)
+                    values.append(rng.uniform(low, high, n).astype(np.float32))
+                elif kind == "beta":
+                    beta = rng.uniform(0.5, 1.5, n) if not layer.scale else rng.normal(0, 0.2, n)
+                    values.append(beta.astype(np.float32))
+                else:
+                    values.append(np.asarray(var.numpy()))
+            layer.set_weights(values)
+            layer.momentum = 0.0
+        elif layer.weights:
+            kernel, *rest = layer.get_weights()
+            layer.set_weights([_he(rng, kernel.shape),
+                               *(rng.normal(0, 0.05, b.shape).astype(np.float32) for b in rest)])
+    shape = (16, *model.input_shape[1:])
+    model(rng.standard_normal(shape).astype(np.float32), training=True)  # calibrate
+    for layer in bns:
+        layer.momentum = 0.99
+    return rng.standard_normal((2, *model.input_shape[1:])).astype(np.float32)
