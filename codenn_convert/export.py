@@ -6,18 +6,26 @@ Both files take ``input`` (float32, NCHW ``[N, 3, H, W]``, dynamic ``N``) and gi
 * torch: ``torch.onnx.export(..., dynamo=True)`` (needs onnxscript).
 * Keras: tf2onnx through :mod:`codenn_convert.onnx_keras`, which converts a weight-free graph
   and binds the weights afterwards, so memory follows the graph rather than the weights.
+
+``precision="fp16"|"int8"`` exports float32 into a temporary directory first and converts
+that file (:mod:`codenn_convert.precision`); the interface stays the same. Every file records
+its precision in ``metadata_props`` (``codenn.precision``).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codenn_convert.checkpoint import atomic_output
 from codenn_convert.errors import UsageError
+from codenn_convert.precision import META_PRECISION, check_precision, convert_precision
 from codenn_convert.registry import Framework
 
 DEFAULT_OPSET = 18
@@ -48,6 +56,8 @@ def export_torch_onnx(
             opset_version=opset, verbose=False,
         )
     path = Path(path)
+    # Recorded like the reduced-precision files' (the dynamo exporter's model is onnx_ir).
+    program.model.metadata_props[META_PRECISION] = "fp32"
     with atomic_output(path) as tmp:
         program.save(str(tmp))
         onnx.checker.check_model(str(tmp))
@@ -73,36 +83,77 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
+    precision: str = "fp32",
+    calibration: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Export the ``framework`` twin of ``model`` to ``output``.
+    """Export the ``framework`` twin of ``model`` to ``output`` at ``precision``.
 
     ``weights`` may be a torch- or Keras-layout checkpoint; without it the seeded realistic
     random weights are used. ``options`` go to the twin builders (e.g. InceptionV3's
-    ``transform_input``).
+    ``transform_input``). ``precision`` is fp32, fp16 or int8; int8 is calibrated on
+    ``calibration`` (an ``.npy`` NCHW batch or a directory of images), by default on seeded
+    synthetic images (a stand-in for real data, see :func:`precision.synthetic_images`).
     """
     from codenn_convert import twins
     from codenn_convert.checkpoint import ensure_writable
-    from codenn_convert.init import realistic_state
+    from codenn_convert.precision import load_calibration
 
     size = twins.default_input_size(model, input_size)
     if framework not in ("torch", "keras"):
         raise UsageError(f"unknown framework {framework!r}; use torch or keras")
     if not str(output).endswith(".onnx"):
         raise UsageError(f"output must be an .onnx file, got {output}")
+    prec = check_precision(precision)
+    if calibration is not None and prec != "int8":
+        raise UsageError(f"--calibration is for --precision int8, not {prec}")
     ensure_writable(output)
-    opts = dict(options or {})
-    keras_model = twins.get_model(model, "keras", input_size=size, **opts) if (
-        framework == "keras" or weights is not None) else None
+    # Read before any export work, so bad calibration data fails fast.
+    calib = load_calibration(calibration, size, seed=seed) if prec == "int8" else None
+    job = _Fp32Job(model, framework, size, weights, opset, seed, dict(options or {}))
+    if prec == "fp32":
+        return _export_fp32(job, output)
+    # The float32 file is an intermediate: it lives in a directory that is always removed.
+    with tempfile.TemporaryDirectory(prefix="codenn-export.") as tmp:
+        fp32 = _export_fp32(job, Path(tmp) / "fp32.onnx")
+        gc.collect()  # the twin and its framework buffers are garbage by now
+        with atomic_output(output) as out:
+            convert_precision(fp32, out, prec, calib)
+    return Path(output)
+
+
+@dataclass(frozen=True)
+class _Fp32Job:
+    """What a float32 export needs (one twin, one set of weights)."""
+
+    model: str
+    framework: Framework
+    input_size: tuple[int, int]
+    weights: str | os.PathLike[str] | None
+    opset: int
+    seed: int
+    options: dict[str, Any]
+
+
+def _export_fp32(job: _Fp32Job, output: str | os.PathLike[str]) -> Path:
+    """Build the twin with its weights and export it at float32; the twin dies on return."""
+    from codenn_convert import twins
+    from codenn_convert.init import realistic_state
+
+    opts, size = job.options, job.input_size
+    keras_model = twins.get_model(job.model, "keras", input_size=size, **opts) if (
+        job.framework == "keras" or job.weights is not None) else None
     state = (
-        twins.load_state(model, weights, keras_model=keras_model)
-        if weights is not None else realistic_state(model, seed, **opts)
+        twins.load_state(job.model, job.weights, keras_model=keras_model)
+        if job.weights is not None else realistic_state(job.model, job.seed, **opts)
     )
-    if framework == "torch":
+    if job.framework == "torch":
         return export_torch_onnx(
-            twins.torch_twin(model, state, **opts), output, input_size=size, opset=opset
+            twins.torch_twin(job.model, state, **opts), output, input_size=size,
+            opset=job.opset,
         )
     from codenn_convert import mapper
 
-    kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), model)
+    kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), job.model)
     mapper.set_keras_weights(keras_model, kw)
-    return export_keras_model(keras_model, output, opset=opset)
+    del state, kw
+    return export_keras_model(keras_model, output, opset=job.opset)

@@ -29,6 +29,7 @@ import numpy as np
 
 from codenn_convert.checkpoint import atomic_output
 from codenn_convert.errors import OutputError, UsageError
+from codenn_convert.precision import META_PRECISION, set_metadata
 
 #: ONNX names of the exported input and output (the torch export uses the same ones).
 INPUT_NAME = "input"
@@ -61,6 +62,7 @@ def export_keras_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = 
         tensors = _bind_and_fold(onnx_model, weights)
         del weights
         check_structure(onnx_model, tensors)
+        set_metadata(onnx_model, {META_PRECISION: "fp32"})
         write_onnx(tmp, onnx_model, tensors)
     return path
 
