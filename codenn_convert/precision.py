@@ -15,6 +15,7 @@ the 1e-5 float32 rule.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -226,10 +227,11 @@ def to_int8(
         quantize_static,
     )
 
-    with tempfile.TemporaryDirectory(prefix="codenn-int8.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="codenn-int8.") as tmp, _quiet_quantizer():
         out = Path(tmp) / "int8.onnx"
         quantize_static(
             str(src), str(out), _Reader(calibration.data, "input"),
+            nodes_to_exclude=nonfinite_constant_nodes(src),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             # MinMax's augmented graph outputs one ReduceMin/ReduceMax per tensor, so what it
@@ -240,6 +242,39 @@ def to_int8(
         model = onnx.load(str(out))
     set_metadata(model, {META_PRECISION: "int8", **calibration.metadata()})
     onnx.save(model, str(dst))
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence ORT's advice to pre-process (logged on the root logger at every call) and
+    numpy's warnings about the ranges of excluded -inf pads, which are never used."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def nonfinite_constant_nodes(path: str | os.PathLike[str]) -> list[str]:
+    """Names of the nodes fed a non-finite constant, which int8 cannot represent.
+
+    The Keras twins pad max-pools with -inf (torch's semantics); a quantised ``Pad`` would
+    get an infinite range (NaN scale) and poison everything after it, so such nodes stay
+    float32. Only small initializers are read: constants like these are scalars.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    small = {t.name for t in model.graph.initializer if math.prod(t.dims) <= 16}
+    bad = {t.name for t in model.graph.initializer
+           if t.name in small and not np.isfinite(numpy_helper.to_array(t)).all()}
+    return [n.name for n in model.graph.node if bad.intersection(n.input)]
 
 
 def set_metadata(model: Any, entries: Mapping[str, str]) -> None:
