@@ -102,7 +102,12 @@ def _read_npy(path: Path, input_size: tuple[int, int]) -> np.ndarray:
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # 3.0 only exists for structured dtypes with unicode field names
+                raise ValueError(f"unsupported .npy format version {version}")
         except ValueError as exc:
             raise UsageError(f"cannot read calibration data {path}: {exc}") from None
     want = (3, *input_size)
