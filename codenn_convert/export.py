@@ -35,9 +35,14 @@ OUTPUT_NAME = "logits"
 
 def export_torch_onnx(
     model: Any, path: str | os.PathLike[str], *, input_size: tuple[int, int],
-    opset: int = DEFAULT_OPSET,
+    opset: int = DEFAULT_OPSET, external_data: bool = False,
 ) -> Path:
-    """Export a torch twin (eval mode) with the dynamo exporter and a dynamic batch."""
+    """Export a torch twin (eval mode) with the dynamo exporter and a dynamic batch.
+
+    ``external_data=True`` is for intermediates in a private directory: the weights go to a
+    data file beside ``path`` and the file is written in place (a rename would break the
+    reference to the data file).
+    """
     import logging
 
     import onnx
@@ -58,6 +63,10 @@ def export_torch_onnx(
     path = Path(path)
     # Recorded like the reduced-precision files' (the dynamo exporter's model is onnx_ir).
     program.model.metadata_props[META_PRECISION] = "fp32"
+    if external_data:
+        program.save(str(path), external_data=True)
+        onnx.checker.check_model(str(path))
+        return path
     with atomic_output(path) as tmp:
         program.save(str(tmp))
         onnx.checker.check_model(str(tmp))
@@ -65,12 +74,13 @@ def export_torch_onnx(
 
 
 def export_keras_model(
-    model: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET
+    model: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
+    external_data: bool = False,
 ) -> Path:
     """Export a Keras twin through tf2onnx (low-memory path)."""
     from codenn_convert.onnx_keras import export_keras_onnx
 
-    return export_keras_onnx(model, path, opset=opset)
+    return export_keras_onnx(model, path, opset=opset, external_data=external_data)
 
 
 def export_onnx(
@@ -114,11 +124,32 @@ def export_onnx(
         return _export_fp32(job, output)
     # The float32 file is an intermediate: it lives in a directory that is always removed.
     with tempfile.TemporaryDirectory(prefix="codenn-export.") as tmp:
-        fp32 = _export_fp32(job, Path(tmp) / "fp32.onnx")
-        gc.collect()  # the twin and its framework buffers are garbage by now
+        # External data: the conversion then reads the graph without the weights, and the
+        # weights one tensor at a time.
+        fp32 = _export_fp32(job, Path(tmp) / "fp32.onnx", external_data=True)
+        _release_memory()
         with atomic_output(output) as out:
             convert_precision(fp32, out, prec, calib)
     return Path(output)
+
+
+def _release_memory() -> None:
+    """Give the float32 export's memory back to the OS before the conversion allocates.
+
+    The twin, its weights and the framework's buffers are garbage once the export returns;
+    glibc keeps freed heap pages mapped unless told otherwise, which would stack the
+    conversion's peak on top of the export's.
+    """
+    import contextlib
+    import ctypes
+    import sys
+
+    gc.collect()
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+        gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +165,9 @@ class _Fp32Job:
     options: dict[str, Any]
 
 
-def _export_fp32(job: _Fp32Job, output: str | os.PathLike[str]) -> Path:
+def _export_fp32(
+    job: _Fp32Job, output: str | os.PathLike[str], *, external_data: bool = False
+) -> Path:
     """Build the twin with its weights and export it at float32; the twin dies on return."""
     from codenn_convert import twins
     from codenn_convert.init import realistic_state
@@ -149,11 +182,12 @@ def _export_fp32(job: _Fp32Job, output: str | os.PathLike[str]) -> Path:
     if job.framework == "torch":
         return export_torch_onnx(
             twins.torch_twin(job.model, state, **opts), output, input_size=size,
-            opset=job.opset,
+            opset=job.opset, external_data=external_data,
         )
     from codenn_convert import mapper
 
     kw, _ = mapper.torch_to_keras(state, mapper.plan_keras_model(keras_model), job.model)
     mapper.set_keras_weights(keras_model, kw)
     del state, kw
-    return export_keras_model(keras_model, output, opset=job.opset)
+    return export_keras_model(keras_model, output, opset=job.opset,
+                              external_data=external_data)

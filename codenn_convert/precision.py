@@ -189,14 +189,63 @@ def convert_precision(
 
 
 def to_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """float16 weights and activations; float32 input and output (Cast nodes at the edges)."""
+    """float16 weights and activations; float32 input and output (Cast nodes at the edges).
+
+    ``convert_float_to_float16`` runs on the graph alone: initializers stored as external
+    data become typed graph inputs for it (it retypes them like any value), then their data
+    is read, rounded as it rounds initializers, and streamed into ``dst`` one tensor at a
+    time. So the conversion never holds the float32 weights, and the graph is the same as
+    if it had converted them itself.
+    """
     import onnx
+    from onnx import TensorProto, helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(src))
-    model = convert_float_to_float16(model, keep_io_types=True)
+    from codenn_convert.onnx_keras import INPUT_NAME, OUTPUT_NAME, write_onnx
+
+    base = Path(src).parent
+    model = onnx.load(str(src), load_external_data=False)
+    external = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    kept = [t for t in model.graph.initializer if t.data_location != TensorProto.EXTERNAL]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                             for t in external)
+    model = convert_float_to_float16(model, keep_io_types=[INPUT_NAME, OUTPUT_NAME])
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in external}]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     set_metadata(model, {META_PRECISION: "fp16"})
-    onnx.save(model, str(dst))
+    write_onnx(dst, model, ((t.name, _read_external(base, t, half=types[t.name] ==
+                                                    TensorProto.FLOAT16)) for t in external))
+
+
+#: Elements per chunk when rounding external float32 data to float16.
+_CHUNK = 1 << 22
+
+
+def _read_external(base: Path, tensor: Any, *, half: bool) -> np.ndarray:
+    """An external-data initializer's array, rounded to float16 chunk by chunk if ``half``."""
+    from onnx import helper
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    info = {e.key: e.value for e in tensor.external_data}
+    path = (base / info["location"]).resolve()
+    if path.parent != base.resolve():
+        raise UsageError(f"external data {info['location']!r} of {tensor.name} lies outside "
+                         f"{base}")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    count, offset = math.prod(tensor.dims), int(info.get("offset", 0))
+    if not half:
+        return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(tensor.dims)
+    out = np.empty(count, np.float16)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for start in range(0, count, _CHUNK):
+            chunk = np.fromfile(f, dtype=dtype, count=min(_CHUNK, count - start))
+            out[start:start + len(chunk)] = convert_np_to_float16(chunk)
+    return out.reshape(tensor.dims)
 
 
 class _Reader:
