@@ -14,12 +14,11 @@ its precision in ``metadata_props`` (``codenn.precision``).
 
 from __future__ import annotations
 
-import gc
 import os
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,32 +123,57 @@ def export_onnx(
         return _export_fp32(job, output)
     # The float32 file is an intermediate: it lives in a directory that is always removed.
     with tempfile.TemporaryDirectory(prefix="codenn-export.") as tmp:
-        # External data: the conversion then reads the graph without the weights, and the
-        # weights one tensor at a time.
-        fp32 = _export_fp32(job, Path(tmp) / "fp32.onnx", external_data=True)
-        _release_memory()
+        # In a child process, with external data: the export's memory (TensorFlow keeps
+        # ~1.3 GB after a VGG-19 export) is the OS's again before the conversion allocates, and
+        # the conversion reads the graph without the weights, then one tensor at a time.
+        fp32 = _export_fp32_in_child(job, Path(tmp) / "fp32.onnx")
         with atomic_output(output) as out:
             convert_precision(fp32, out, prec, calib)
     return Path(output)
 
 
-def _release_memory() -> None:
-    """Give the float32 export's memory back to the OS before the conversion allocates.
-
-    The twin, its weights and the framework's buffers are garbage once the export returns;
-    glibc keeps freed heap pages mapped unless told otherwise, which would stack the
-    conversion's peak on top of the export's.
-    """
-    import contextlib
-    import ctypes
+def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
+    """:func:`_export_fp32` (external data) in a fresh interpreter; its errors re-raised here."""
+    import json
+    import subprocess
     import sys
 
-    gc.collect()
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
-        gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    from codenn_convert import errors
+
+    request = json.dumps({**asdict(job), "weights": None if job.weights is None else
+                          str(job.weights), "output": str(output)})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from codenn_convert.export import _child_main; _child_main()"],
+        input=request, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode == 0:
+        return output
+    try:
+        reply = json.loads(proc.stdout.strip().splitlines()[-1])
+        kind = getattr(errors, reply["error"])
+        if not (isinstance(kind, type) and issubclass(kind, errors.CodennError)):
+            raise AttributeError(reply["error"])
+    except (IndexError, ValueError, KeyError, AttributeError):
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"float32 export failed: {tail[0]}") from None
+    raise kind(reply["message"])
+
+
+def _child_main() -> None:
+    """Entry point of :func:`_export_fp32_in_child`: a job as JSON on stdin."""
+    import json
+    import sys
+
+    from codenn_convert.errors import CodennError
+
+    request = json.loads(sys.stdin.read())
+    output = request.pop("output")
+    job = _Fp32Job(**{**request, "input_size": tuple(request["input_size"])})
+    try:
+        _export_fp32(job, output, external_data=True)
+    except CodennError as exc:  # reported as data: the parent raises the same error
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        sys.exit(2)
 
 
 @dataclass(frozen=True)
