@@ -15,7 +15,9 @@ the float32 file of the same framework on batch 8:
 * ``SQNR N(0,1)``: the verifier's default N(0, 1) inputs, unlike anything int8 was
   calibrated on, so a lower bound.
 
-Prints a Markdown table (and ``--json PATH`` writes the rows).
+Prints a Markdown table (and ``--json PATH`` writes the rows, cosines included). "export peak
+GB" is the largest single process of the export (a reduced-precision export runs its float32
+step in a child process, which has exited before the conversion starts).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class Row:
     sqnr_normal_db: float | None
     top1_synth: float | None
     top1_normal: float | None
+    top5_synth: float | None
+    top5_normal: float | None
+    cosine_synth: float | None
+    cosine_normal: float | None
 
 
 def export(model: str, framework: str, precision: str, out: Path) -> tuple[float, float]:
@@ -114,6 +120,8 @@ def measure(model: str, framework: str, files: dict[str, Path], repeat: int) -> 
             latency_ms(session, inputs["synth"], repeat),
             *(m.sqnr_db if m else None for m in metrics.values()),
             *(m.top1 if m else None for m in metrics.values()),
+            *(m.top5 if m else None for m in metrics.values()),
+            *(m.cosine if m else None for m in metrics.values()),
         ))
         del session
     return rows
@@ -126,16 +134,18 @@ def _fmt(v: float | None, spec: str) -> str:
 def table(rows: list[Row]) -> str:
     """The Markdown table of ``rows``."""
     lines = [
-        "| model | from | precision | file MB | b1 ms | b8 ms | SQNR synth dB | top-1 synth "
-        "| SQNR N(0,1) dB | top-1 N(0,1) | export s | export peak GB |",
+        "| model | from | precision | file MB | b1 ms | b8 ms | SQNR synth dB | top-1/top-5 "
+        "synth | SQNR N(0,1) dB | top-1/top-5 N(0,1) | export s | export peak GB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.model} | {r.framework} | {r.precision} | {r.file_mb:.1f} "
             f"| {r.latency_b1_ms:.1f} | {r.latency_b8_ms:.0f} | {_fmt(r.sqnr_synth_db, '.1f')} "
-            f"| {_fmt(r.top1_synth, '.3f')} | {_fmt(r.sqnr_normal_db, '.1f')} "
-            f"| {_fmt(r.top1_normal, '.3f')} | {r.export_s:.0f} | {r.export_peak_gb:.2f} |"
+            f"| {_fmt(r.top1_synth, '.2f')} / {_fmt(r.top5_synth, '.2f')} "
+            f"| {_fmt(r.sqnr_normal_db, '.1f')} "
+            f"| {_fmt(r.top1_normal, '.2f')} / {_fmt(r.top5_normal, '.2f')} "
+            f"| {r.export_s:.0f} | {r.export_peak_gb:.2f} |"
         )
     return "\n".join(lines)
 
