@@ -7,8 +7,9 @@ Both files take ``input`` (float32, NCHW ``[N, 3, H, W]``, dynamic ``N``) and gi
 * Keras: tf2onnx through :mod:`codenn_convert.onnx_keras`, which converts a weight-free graph
   and binds the weights afterwards, so memory follows the graph rather than the weights.
 
-``precision="fp16"|"int8"`` exports float32 into a temporary directory first and converts
-that file (:mod:`codenn_convert.precision`); the interface stays the same. Every file records
+``precision="fp16"|"int8"`` exports float32 into a temporary directory first (in a child
+process, weights as external data) and converts that file (:mod:`codenn_convert.precision`);
+the interface stays the same. Every file records
 its precision in ``metadata_props`` (``codenn.precision``).
 """
 

@@ -148,11 +148,14 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "missing": (["--precision", "int8", "--calibration", str(tmp / "nope.npy")],
                     "not found"),
         "not int8": (["--precision", "fp16", "--calibration", str(wrong)], "int8"),
+        # Raised in the child process that exports float32, re-raised by the parent.
+        "weights": (["--precision", "fp16", "--weights", str(tmp / "missing.pth")],
+                    "missing.pth"),
     }
 
 
 @pytest.mark.parametrize("case", ["precision", "shape", "objects", "nan", "empty", "missing",
-                                  "not int8"])
+                                  "not int8", "weights"])
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path: Path, case: str) -> None:
     argv, needle = _bad_inputs(tmp_path)[case]
     out_dir = tmp_path / "out"
@@ -233,3 +236,31 @@ def test_check_precision() -> None:
     assert prec.check_precision("int8") == "int8"
     with pytest.raises(UsageError, match="fp32, fp16, int8"):
         prec.check_precision("fp64")
+
+
+def test_external_data_writer_round_trips(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from codenn_convert.onnx_keras import write_onnx_external
+
+    rng = np.random.default_rng(0)
+    tensors = [
+        ("w", rng.standard_normal((4, 3, 2, 2)).astype(np.float32)),
+        ("s", np.asarray(2.5, np.float32)),  # 0-d
+        ("t", rng.standard_normal((3, 5)).astype(np.float32).T),  # not C-contiguous
+        ("e", np.zeros((0, 3), np.float32)),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 4, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    write_onnx_external(tmp_path / "m.onnx", model, tensors)
+    assert (tmp_path / "m.onnx.data").stat().st_size == sum(a.nbytes for _, a in tensors)
+    structure = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    assert all(t.data_location == TensorProto.EXTERNAL for t in structure.graph.initializer)
+    loaded = onnx.load(str(tmp_path / "m.onnx"))
+    for (name, array), init in zip(tensors, loaded.graph.initializer, strict=True):
+        assert init.name == name
+        np.testing.assert_array_equal(numpy_helper.to_array(init), array)
