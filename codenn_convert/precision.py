@@ -445,9 +445,16 @@ class LossyThresholds:
                 and m.top1 >= self.min_top1 and m.top5 >= self.min_top5)
 
 
-#: Defaults per precision, measured on the default models (see the README's "Deployment
-#: precision" section for the numbers behind them).
+#: Defaults per precision, measured with ``benchmarks/bench_precision.py`` on the default
+#: models (alexnet, vgg19, resnet50, inception_v3; both frameworks; batch 8; README, section
+#: "Deployment precision"). Worst measured fp16 (synthetic and N(0,1) inputs): 41.0 dB,
+#: cosine 0.99996, top-1 0.875, top-5 1.0. Worst int8 on inputs like its calibration data
+#: (held-out synthetic images): 25.6 dB, cosine 0.9987, top-1 0.875, top-5 0.925. SQNR sits
+#: ~6 dB (4x the noise energy) below the worst; cosine follows it (1 - cos ~ 10^(-SQNR/10)/2).
+#: top-1 alone may fail only half the batch: random-weight nets have near-ties, and one
+#: flipped sample of the verifier's batch of 2 is 0.5 (InceptionV3 flips 1 in 8 at 57 dB).
+#: int8 is only judged on calibration-like inputs: on N(0, 1) noise it measured 4.8-23.9 dB.
 DEFAULT_THRESHOLDS: dict[Precision, LossyThresholds] = {
-    "fp16": LossyThresholds(min_sqnr_db=40.0, min_cosine=0.9999, min_top1=0.75, min_top5=0.9),
-    "int8": LossyThresholds(min_sqnr_db=15.0, min_cosine=0.98, min_top1=0.5, min_top5=0.6),
+    "fp16": LossyThresholds(min_sqnr_db=35.0, min_cosine=0.9998, min_top1=0.5, min_top5=0.8),
+    "int8": LossyThresholds(min_sqnr_db=20.0, min_cosine=0.99, min_top1=0.5, min_top5=0.8),
 }
