@@ -260,6 +260,13 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     option: Options = None,
     allow_nonfinite: AllowNonfinite = False,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32, fp16 (float16 inside, float32 IO) or int8 (static QDQ, "
+        "per-channel weights).")] = "fp32",
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", metavar="FILE.npy|DIR",
+        help="int8 calibration data: float32 NCHW .npy or a directory of images (default: "
+        "seeded synthetic images, a stand-in for real data).")] = None,
 ) -> None:
     """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
     from codenn_convert.export import export_onnx
@@ -269,7 +276,8 @@ def export(
     with _progress(f"exporting {model} ({framework}) to {output}"):
         path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
                            input_size=input_size, opset=opset, seed=seed, options=options,
-                           allow_nonfinite=allow_nonfinite)
+                           allow_nonfinite=allow_nonfinite,
+                           precision=precision, calibration=calibration)
     out.print(f"wrote {path}", highlight=False)
 
 

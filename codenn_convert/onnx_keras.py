@@ -30,6 +30,7 @@ import numpy as np
 from codenn_convert.checkpoint import atomic_output
 from codenn_convert.errors import OutputError, UsageError
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
+from codenn_convert.precision import META_PRECISION, set_metadata
 
 #: ONNX names of the exported input and output (the torch export uses the same ones).
 #: Symbolic batch dimension of both.
@@ -45,24 +46,38 @@ _GRAPH_INITIALIZER = 5
 _TENSOR_RAW_DATA = 9
 
 
-def export_keras_onnx(model: Any, path: str | os.PathLike[str], *,
-                      opset: int = DEFAULT_OPSET) -> Path:
+def export_keras_onnx(
+    model: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
+    external_data: bool = False,
+) -> Path:
     """Export the logits of a built Keras twin to one ONNX file, atomically.
 
     The file takes ``input`` as float32 NCHW ``[N, 3, H, W]`` (dynamic batch) and returns
     ``logits`` ``[N, num_classes]``; the NCHW->NHWC transpose happens inside the graph.
+    ``external_data=True`` is for intermediates in a private directory (the reduced-precision
+    exports): the kernels go to ``<path>.data`` beside it, written in place, so that a later
+    step can read the graph without them.
     """
-    from codenn_convert.twins import inference_view
-
     path = Path(path)
+    if external_data:
+        write_onnx_external(path, *_prepare(model, opset))
+        return path
     # Entered first so that an unwritable destination fails before any conversion work.
     with atomic_output(path) as tmp:
-        onnx_model, weights = _convert_weight_free(inference_view(model), opset)
-        tensors = _bind_and_fold(onnx_model, weights)
-        del weights
-        check_structure(onnx_model, tensors)
-        write_onnx(tmp, onnx_model, tensors)
+        write_onnx(tmp, *_prepare(model, opset))
     return path
+
+
+def _prepare(model: Any, opset: int) -> tuple[Any, list[tuple[str, np.ndarray]]]:
+    """The checked weight-free ModelProto and the kernels to stream into it."""
+    from codenn_convert.twins import inference_view
+
+    onnx_model, weights = _convert_weight_free(inference_view(model), opset)
+    tensors = _bind_and_fold(onnx_model, weights)
+    del weights
+    check_structure(onnx_model, tensors)
+    set_metadata(onnx_model, {META_PRECISION: "fp32"})
+    return onnx_model, tensors
 
 
 def check_structure(model: Any, tensors: Sequence[tuple[str, np.ndarray]]) -> None:
@@ -317,3 +332,29 @@ def write_onnx(
             data = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
             f.write(memoryview(data.reshape(-1)).cast("B"))
             del data
+
+
+def write_onnx_external(
+    path: str | os.PathLike[str], model: Any, tensors: Iterable[tuple[str, np.ndarray]]
+) -> None:
+    """Write ``model`` with ``tensors`` as external data in ``<path>.data``, one at a time."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = Path(path)
+    location = path.name + ".data"
+    with open(path.parent / location, "wb") as f:
+        for name, array in tensors:
+            offset = f.tell()
+            data = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
+            f.write(memoryview(data.reshape(-1)).cast("B"))
+            tensor = TensorProto(name=name, dims=array.shape,
+                                 data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
+                                 data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", location), ("offset", str(offset)),
+                               ("length", str(array.nbytes))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            model.graph.initializer.append(tensor)
+            del data
+    onnx.save(model, str(path))
