@@ -23,6 +23,8 @@ chunk (the torch pass stops early, the Keras sub-model only computes what it nee
 from __future__ import annotations
 
 import ast
+import itertools
+import math
 import os
 import re
 import tempfile
@@ -63,6 +65,8 @@ class LayerError:
 
     name: str
     max_rel: float
+    #: For a lossy pair: 10*log10(sum a^2 / sum (a - b)^2) of this layer's output.
+    sqnr_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,39 @@ def layer_error(ref: np.ndarray, other: np.ndarray) -> float:
 def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
     """The first layer (in topological order) whose error exceeds ``tol``."""
     return next((e.name for e in errors if not e.max_rel <= tol), None)
+
+
+def layer_sqnr(ref: np.ndarray, other: np.ndarray) -> float:
+    """SQNR of ``other`` against ``ref`` in dB; -inf if shapes differ or either holds NaN/Inf
+    (a broken layer is infinitely noisy, never "clean over the rest")."""
+    from codenn_convert.precision import sqnr_db
+
+    if ref.shape != other.shape or not (np.isfinite(ref).all() and np.isfinite(other).all()):
+        return float("-inf")
+    return sqnr_db(ref, other)
+
+
+def first_below(errors: Sequence[LayerError], min_sqnr_db: float) -> str | None:
+    """The first layer (in topological order) whose SQNR is below ``min_sqnr_db``."""
+    return next((e.name for e in errors
+                 if e.sqnr_db is not None and not e.sqnr_db >= min_sqnr_db), None)
+
+
+def sqnr_drop(errors: Sequence[LayerError]) -> tuple[str | None, float | None]:
+    """The layer where SQNR falls most from the layer before it (topological order), and
+    the fall in dB: where the precision is lost. The first layer has no layer before it and
+    is only named when it is the only one."""
+    values = [(e.name, e.sqnr_db) for e in errors if e.sqnr_db is not None]
+    if len(values) == 1:
+        return values[0][0], None
+    best: tuple[str | None, float | None] = (None, None)
+    for (_, before), (name, after) in itertools.pairwise(values):
+        if not (math.isfinite(before) or math.isfinite(after)):
+            continue  # inf -> inf or -inf -> -inf: no measurable fall
+        fall = before - after
+        if best[1] is None or fall > best[1]:
+            best = (name, fall)
+    return best
 
 
 # --------------------------------------------------------------------------- mapped layers
@@ -528,13 +565,19 @@ def localise(
     tol: float = LAYER_RTOL,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     progress: Callable[[str], None] | None = None,
+    min_sqnr_db: Mapping[tuple[str, str], float] | None = None,
 ) -> dict[tuple[str, str], Localisation]:
     """Compare every mapped layer of each pair ``(reference, other)`` of probes on ``x``.
 
     Layers are visited in topological order, in chunks whose outputs (over all probes that
     need them) fit in ``budget_bytes``; each probe runs once per chunk and the chunk is freed
     before the next. Layers a probe cannot see are left out of that probe's pairs.
+
+    Pairs in ``min_sqnr_db`` are lossy (``other`` in fp16/int8): each layer gets its SQNR
+    too, and the first divergent layer is the first one below that pair's floor, since
+    reduced precision misses the float32 ``tol`` everywhere.
     """
+    floors = min_sqnr_db or {}
     say = progress or (lambda _msg: None)
     users: dict[str, set[str]] = {}
     for a, b in pairs:
@@ -554,9 +597,11 @@ def localise(
             for m in chunk:
                 ya, yb = outputs.get(a, {}).get(m.name), outputs.get(b, {}).get(m.name)
                 if ya is not None and yb is not None:
-                    errors[(a, b)].append(LayerError(m.name, layer_error(ya, yb)))
+                    snr = layer_sqnr(ya, yb) if (a, b) in floors else None
+                    errors[(a, b)].append(LayerError(m.name, layer_error(ya, yb), snr))
         del outputs
-    return {p: Localisation(e, first_divergent(e, tol)) for p, e in errors.items()}
+    return {p: Localisation(e, first_below(e, floors[p]) if p in floors
+                            else first_divergent(e, tol)) for p, e in errors.items()}
 
 
 def localise_models(
