@@ -160,7 +160,12 @@ class ModelResult:
         return "; ".join(parts) or "no pairs compared"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "reason": self.reason}
+        data = {**asdict(self), "passed": self.passed, "reason": self.reason}
+        for pair in data["pairs"]:  # float32 layers keep their one number
+            for layer in pair["layers"]:
+                if layer.get("sqnr_db") is None:
+                    layer.pop("sqnr_db", None)
+        return data
 
 
 # --------------------------------------------------------------------------- orchestration
