@@ -298,7 +298,8 @@ def _result_table(result: Any) -> Table:
              "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
              "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
              "status": "pass" if p.passed else "FAIL",
-             "at": (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
+             "at": (f" ({p.lossy.precision} criteria)" if p.lossy is not None else "")
+             + (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
              + (f" ({p.farther} farther from float64)" if p.farther else "")}
             for p in result.pairs]
     headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
@@ -440,7 +441,9 @@ def verify(
         "--min-top5", help="Lossy pairs: lowest mean top-5 overlap.")] = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
-    files); compare all pairs and name the first divergent layer of a failing one."""
+    files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
+    runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
+    top-k against their floors, with per-layer SQNR."""
     from codenn_convert.checkpoint import ensure_writable
     from codenn_convert.registry import parse_options
     from codenn_convert.verification import VerifyOptions, verify_inputs
