@@ -338,6 +338,8 @@ def _name_scopes(node: Any) -> list[str] | None:
 
 
 _TF_SUFFIX = re.compile(r"(.+)_\d+")
+#: Nodes an int8 (QDQ) conversion inserts between a layer and its consumers.
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 #: How an ONNX graph names its nodes after the model's layers (see find_layer_tensors).
 Flavour = Literal["torch", "torchscript", "tf2onnx"]
@@ -381,11 +383,17 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
     ``/module/path/Op`` node names; ``"tf2onnx"``, TF name scopes (``layer1.0.conv1_1/...``)
     or, for nodes tf2onnx renamed, the Keras variable they read (``features.0/kernel``).
     A layer's output is the last tensor its nodes produce that is used outside them (or is a
-    graph output). A BatchNorm with no node of its own was folded into the conv feeding it,
+    graph output). Quantize/DequantizeLinear nodes of an int8 graph belong to no layer (a
+    layer's output is the float tensor they quantise); fp16 Casts carry no layer's name.
+    A BatchNorm with no node of its own was folded into the conv feeding it,
     so that conv's tensor is the BatchNorm's output, and the conv's own is not in the graph.
     """
     wanted = {m.name for m in layers}
     weights = {t.name for t in graph.initializer}
+    # A QDQ (int8) graph reads each weight through a DequantizeLinear: its output stands
+    # for the weight when a renamed node is traced to its layer.
+    weights |= {n.output[0] for n in graph.node
+                if n.op_type == "DequantizeLinear" and n.input and n.input[0] in weights}
     scoped = [_name_scopes(n) for n in graph.node]
     flavour: Flavour
     if any(s is not None for s in scoped):
@@ -396,6 +404,11 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
         flavour = "tf2onnx"
     owner: dict[int, str | None] = {}
     for i, node in enumerate(graph.node):
+        if node.op_type in _QDQ_OPS:
+            # Quantiser nodes are named after the tensor they quantise, which may be another
+            # layer's; they belong to no layer, so a layer's output is its float tensor.
+            owner[i] = None
+            continue
         if flavour == "tf2onnx":
             # tf2onnx renames some nodes it rewrites (a Conv fused with its BiasAdd becomes
             # ``Conv__199``); such a node still reads its layer's kernel, which the export

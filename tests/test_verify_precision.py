@@ -180,3 +180,27 @@ def test_lossy_inputs_are_image_like() -> None:
     [(label, batch), kept] = _lossy_inputs([("normal(0,1)", x), ("npy:a.npy", x)], seed=3)
     assert label == "synthetic:seed 4" and batch.shape == x.shape and batch.std() > 0.1
     assert kept[0] == "npy:a.npy" and kept[1] is x
+
+
+def test_quantiser_nodes_belong_to_no_layer() -> None:
+    """QDQ nodes are named after the tensor they quantise, which in a tf2onnx graph may
+    carry another layer's scope: they must not make that layer's output the wrong tensor."""
+    from onnx import TensorProto, helper
+
+    from codenn_convert.localise import MappedLayer, find_layer_tensors
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="A_1/Relu"),
+        helper.make_node("Relu", ["a"], ["b"], name="B_1/Relu"),
+        helper.make_node("QuantizeLinear", ["b", "s", "z"], ["q"], name="A_1/b_QuantizeLinear"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"],
+                         name="A_1/b_DequantizeLinear"),
+        helper.make_node("Relu", ["dq"], ["y"], name="C_1/Relu"),
+    ]
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("z", TensorProto.UINT8, [], [0])]
+    graph = helper.make_graph(nodes, "g", [info[0]], [info[1]], inits)
+    layers = [MappedLayer(n, (4,)) for n in ("A", "B", "C")]
+    found, flavour = find_layer_tensors(graph, layers)
+    assert flavour == "tf2onnx" and found == {"A": "a", "B": "b", "C": "y"}
