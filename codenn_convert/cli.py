@@ -356,7 +356,7 @@ def _lossy_line(p: Any) -> str:
     if p.layers:
         line += f"; {len(p.layers)} layers, SQNR falls most at {m.precision_lost_at}"
         line += f" ({m.sqnr_drop_db:.1f} dB)" if m.sqnr_drop_db is not None else ""
-        line += f", first layer below {floor['min_sqnr_db']:g} dB: " + (
+        line += f", first layer below {m.layer_min_sqnr_db:g} dB: " + (
             p.first_divergent_layer or "none")
     return line
 

@@ -53,6 +53,16 @@ from codenn_convert.mapper import hwc_flatten_of
 #: where the error grows).
 LAYER_RTOL = 1e-4
 
+#: A lossy pair's layers fail below its logits' SQNR floor less this margin (dB).
+#:
+#: Why: rounding noise is larger inside the network than at the logits, whose pooling and
+#: classifier average it out: with seeded realistic weights at full size, the lowest layer
+#: SQNR sat 7.6-9.9 dB below the logits' (int8: ResNet-50 29.6 dB logits, 19.7 dB at
+#: layer4.2.bn3; InceptionV3 26.0 dB logits, 18.4 dB inside Mixed_7c). A fault is far below
+#: any of them: a sign-flipped conv gives about -6 dB at its layer (the error is twice the
+#: signal). 12 dB keeps every measured layer of a clean file above its floor.
+LAYER_SQNR_MARGIN_DB = 12.0
+
 #: Bytes of layer outputs held at once, all probes of a chunk together.
 DEFAULT_BUDGET_BYTES = 512 << 20
 

@@ -69,6 +69,8 @@ class LossyResult:
     finite: bool
     thresholds: dict[str, float]
     passed: bool
+    #: Per-layer SQNR floor: a layer below it is divergent (a fault, not rounding).
+    layer_min_sqnr_db: float
     precision_lost_at: str | None = None
     sqnr_drop_db: float | None = None
 
@@ -142,13 +144,15 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
     """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
     numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
     :class:`codenn_convert.precision.LossyThresholds`)."""
+    from codenn_convert.localise import LAYER_SQNR_MARGIN_DB
     from codenn_convert.precision import lossy_metrics
 
     result = compare(a, b, rtol=rtol, names=names)
     m = lossy_metrics(a, b)
     result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
                                top1=m.top1, top5=m.top5, finite=m.finite,
-                               thresholds=asdict(thresholds), passed=thresholds.passes(m))
+                               thresholds=asdict(thresholds), passed=thresholds.passes(m),
+                               layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
     result.passed = result.lossy.passed
     return result
 

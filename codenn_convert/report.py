@@ -189,7 +189,8 @@ def _lossy_markdown(report: dict[str, Any]) -> list[str]:
                  if lo.get("precision_lost_at") else "-")
         status = "pass" if p["passed"] else "**FAIL**"
         if p.get("first_divergent_layer"):
-            status += f" (first layer below the SQNR floor: `{p['first_divergent_layer']}`)"
+            status += (f" (first layer below {lo['layer_min_sqnr_db']:g} dB: "
+                       f"`{p['first_divergent_layer']}`)")
         lines.append(f"| {_model_label(m)} | {p['a']} vs {p['b']} | {lo['precision']} | "
                      f"{_fmt(lo['sqnr_db'], '.1f')} | {_fmt(lo['cosine'], '.6f')} | "
                      f"{_fmt(lo['top1'], '.2f')} | {_fmt(lo['top5'], '.2f')} | "
@@ -268,7 +269,8 @@ mismatch) at the top.</p>
 <h2>Per-layer SQNR of lossy pairs</h2>
 <p>A pair with an fp16 or int8 side is judged by lossy criteria (the cell's hover text),
 not by the float32 tolerance. Per mapped layer: SQNR = 10 log10(&Sigma;a&sup2; /
-&Sigma;(a &minus; b)&sup2;) in dB, higher is better; the dashed line is the pair's SQNR floor.
+&Sigma;(a &minus; b)&sup2;) in dB, higher is better; the dashed line is the pair's per-layer
+floor (the logits' floor less a margin: rounding noise is larger inside the network).
 Rounding noise lowers it gradually; where it falls most is where the precision is lost, and
 a fault (a wrong weight) drops it below zero at the layer that has it.</p>
 {%- for m in models %}{% if m.sqnr_plot %}
@@ -358,7 +360,7 @@ def _sqnr_plot(m: dict[str, Any]) -> str | None:
         ys = [high if v > high else low if not v >= low else v for _, v in pts]
         line, = ax.plot([x for x, _ in pts], ys, marker=".", markersize=3, linewidth=1,
                         label=f"{p['a']} vs {p['b']} ({p['lossy']['precision']})")
-        ax.axhline(p["lossy"]["thresholds"]["min_sqnr_db"], color=line.get_color(),
+        ax.axhline(p["lossy"]["layer_min_sqnr_db"], color=line.get_color(),
                    linestyle="--", linewidth=1)
         for where, style in ((p["lossy"].get("precision_lost_at"), ":"),
                              (p.get("first_divergent_layer"), "-")):
@@ -492,7 +494,8 @@ def _lossy_failure(p: dict[str, Any]) -> str:
         missed.insert(0, "NaN/Inf in an output")
     where = p.get("first_divergent_layer")
     return (f"{lo['precision']} pair fails lossy criteria: {', '.join(missed) or 'see detail'}"
-            + (f"; first layer below {t['min_sqnr_db']:g} dB SQNR: {where}" if where else "")
+            + (f"; first layer below {lo['layer_min_sqnr_db']:g} dB SQNR: {where}"
+               if where else "")
             + (f"; SQNR falls most at {lo['precision_lost_at']}"
                if lo.get("precision_lost_at") else ""))
 

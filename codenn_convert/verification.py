@@ -415,7 +415,7 @@ class _Localiser:
             if not pairs:
                 continue
             probes = {n: self.probe(n) for p in pairs for n in p}
-            floors = {p: lossy.thresholds["min_sqnr_db"] for p in pairs
+            floors = {p: lossy.layer_min_sqnr_db for p in pairs
                       for lossy in [found.pairs[k][p].lossy] if lossy is not None}
             for pair, where in localise(probes, sorted(pairs), self.layers, x,
                                         progress=self.say, min_sqnr_db=floors).items():
