@@ -55,7 +55,8 @@ class PairResult:
 
 @dataclass
 class LossyResult:
-    """A lossy pair judged by lossy criteria (``passed``), ``b`` the fp16/int8 side.
+    """A lossy pair judged by lossy criteria (``passed``), ``b`` the fp16/int8 side; a
+    mapped layer below ``layer_min_sqnr_db`` fails it too (set by the per-layer comparison).
 
     ``precision_lost_at`` is the mapped layer where the per-layer SQNR falls most from the
     layer before it (filled in by the per-layer comparison), ``sqnr_drop_db`` that fall.

@@ -493,9 +493,10 @@ def _lossy_failure(p: dict[str, Any]) -> str:
     if not lo.get("finite", True):
         missed.insert(0, "NaN/Inf in an output")
     where = p.get("first_divergent_layer")
+    if where:
+        low = next((e.get("sqnr_db") for e in p["layers"] if e["name"] == where), None)
+        missed.append(f"layer {where} SQNR {_fmt(low, '.1f')} dB < {lo['layer_min_sqnr_db']:g}")
     return (f"{lo['precision']} pair fails lossy criteria: {', '.join(missed) or 'see detail'}"
-            + (f"; first layer below {lo['layer_min_sqnr_db']:g} dB SQNR: {where}"
-               if where else "")
             + (f"; SQNR falls most at {lo['precision_lost_at']}"
                if lo.get("precision_lost_at") else ""))
 

@@ -425,6 +425,10 @@ class _Localiser:
                 if result.lossy is not None:
                     result.lossy.precision_lost_at, result.lossy.sqnr_drop_db = sqnr_drop(
                         where.layers)
+                    # A layer below its floor is a fault, even where the logits hide it
+                    # (a residual branch's sign-flipped conv can leave them near the floor).
+                    if where.first_divergent_layer is not None:
+                        result.lossy.passed = result.passed = False
 
     def nonfinite(self, results: Sequence[ModelResult]) -> None:
         """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""

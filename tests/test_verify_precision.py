@@ -204,3 +204,29 @@ def test_quantiser_nodes_belong_to_no_layer() -> None:
     layers = [MappedLayer(n, (4,)) for n in ("A", "B", "C")]
     found, flavour = find_layer_tensors(graph, layers)
     assert flavour == "tf2onnx" and found == {"A": "a", "B": "b", "C": "y"}
+
+
+def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path: Path
+                                                                       ) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from codenn_convert.precision import load_calibration, to_int8
+
+    fp32 = tmp_path / "r18.onnx"
+    _ok(run_cli("export", "resnet18", "-o", str(fp32), *SIZE))
+    model = onnx.load(str(fp32))
+    [weight] = [t for t in model.graph.initializer if t.name == "layer2.0.conv1.weight"]
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+    onnx.save(model, str(fp32))
+    faulty = tmp_path / "faulty.int8.onnx"
+    to_int8(fp32, faulty, load_calibration(None, (64, 64)))
+    out = tmp_path / "q.json"
+    _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
+                "--json", str(out)), 1)
+    [p] = _pairs(out).values()
+    assert p["lossy"]["precision"] == "int8" and not p["passed"]
+    assert p["first_divergent_layer"] == "layer2.0.bn1"
+    # The layer fails the pair (-6 dB: the error is twice the signal) whatever the logits do.
+    by_name = {e["name"]: e["sqnr_db"] for e in p["layers"]}
+    assert by_name["layer2.0.bn1"] < 0 < p["lossy"]["layer_min_sqnr_db"] < by_name["layer1.1.bn2"]
