@@ -384,6 +384,15 @@ def _torchscript_paths(node_name: str) -> list[str]:
     return paths
 
 
+def _weight_names(graph: Any) -> set[str]:
+    """Initializer names and, in a QDQ (int8) graph, which reads each weight through a
+    DequantizeLinear, that node's output: it stands for the weight when a renamed node is
+    traced to its layer."""
+    weights = {t.name for t in graph.initializer}
+    return weights | {n.output[0] for n in graph.node
+                      if n.op_type == "DequantizeLinear" and n.input and n.input[0] in weights}
+
+
 def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
                        ) -> tuple[dict[str, str], Flavour]:
     """Map layer names to the ONNX tensors holding their outputs.
@@ -399,11 +408,7 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
     so that conv's tensor is the BatchNorm's output, and the conv's own is not in the graph.
     """
     wanted = {m.name for m in layers}
-    weights = {t.name for t in graph.initializer}
-    # A QDQ (int8) graph reads each weight through a DequantizeLinear: its output stands
-    # for the weight when a renamed node is traced to its layer.
-    weights |= {n.output[0] for n in graph.node
-                if n.op_type == "DequantizeLinear" and n.input and n.input[0] in weights}
+    weights = _weight_names(graph)
     scoped = [_name_scopes(n) for n in graph.node]
     flavour: Flavour
     if any(s is not None for s in scoped):

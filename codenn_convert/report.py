@@ -264,7 +264,7 @@ mismatch) at the top.</p>
 <img alt="per-layer relative error of {{ m.label }}" src="data:image/png;base64,{{ m.plot }}">
 </figure>
 {%- endif %}{% endfor %}
-{%- if not any_plot %}<p>No per-layer comparison in this report.</p>{% endif %}
+{%- if not any_plot %}<p>No float32 per-layer comparison in this report.</p>{% endif %}
 {%- if any_sqnr %}
 <h2>Per-layer SQNR of lossy pairs</h2>
 <p>A pair with an fp16 or int8 side is judged by lossy criteria (the cell's hover text),

@@ -13,6 +13,11 @@ The torch twin run in float64 with the torch side's weights is the exact referen
 runtime's distance to it (``error_vs_float64``) tells rounding (all near it) from a fault
 (one side far), and a failing pair names its farther side.
 
+Reduced precision (``precisions``, or a given fp16/int8 file, detected from its graph) adds
+runners compared with their float32 source (or, a given file, with every float32 runner) and
+judged by lossy criteria (:func:`codenn_convert.metrics.compare_lossy`): SQNR, cosine, top-1
+and top-5 overlap against per-precision floors, and per-layer SQNR of every mapped layer.
+
 When a pair fails, and for the pairs asked for with ``layers``, every mapped layer is compared
 (:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path;
 a runtime with NaN/Inf logits gets the first layer whose output is non-finite.
