@@ -298,7 +298,8 @@ def _result_table(result: Any) -> Table:
              "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
              "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
              "status": "pass" if p.passed else "FAIL",
-             "at": (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
+             "at": (f" ({p.lossy.precision} criteria)" if p.lossy is not None else "")
+             + (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
              + (f" ({p.farther} farther from float64)" if p.farther else "")}
             for p in result.pairs]
     headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
@@ -328,7 +329,9 @@ def _print_result(result: Any, *, show_layers: bool = False) -> None:
         out.print("error vs float64: " + ", ".join(
             f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
     for p in result.pairs:
-        if p.layers and (show_layers or not p.passed):
+        if p.lossy is not None:
+            out.print(_lossy_line(p), highlight=False)
+        elif p.layers and (show_layers or not p.passed):
             worst = max(p.layers, key=lambda e: e.max_rel)
             where = p.first_divergent_layer or "none"
             out.print(f"{p.a} vs {p.b}: {len(p.layers)} layers compared, first divergent "
@@ -342,10 +345,31 @@ def _print_result(result: Any, *, show_layers: bool = False) -> None:
         err.print(f"{result.model}: {result.reason}", markup=False, highlight=False)
 
 
+def _lossy_line(p: Any) -> str:
+    """One line on a lossy pair: its criteria against their floors, and where the per-layer
+    SQNR says the precision is lost."""
+    m, floor = p.lossy, p.lossy.thresholds
+    line = (f"{p.a} vs {p.b} ({m.precision}): SQNR {m.sqnr_db:.1f} dB (min "
+            f"{floor['min_sqnr_db']:g}), cosine {m.cosine:.6f} (min {floor['min_cosine']:g}), "
+            f"top-1 {m.top1:.2f} (min {floor['min_top1']:g}), top-5 {m.top5:.2f} (min "
+            f"{floor['min_top5']:g}): {'pass' if m.passed else 'FAIL'}")
+    if p.layers:
+        line += f"; {len(p.layers)} layers, SQNR falls most at {m.precision_lost_at}"
+        line += f" ({m.sqnr_drop_db:.1f} dB)" if m.sqnr_drop_db is not None else ""
+        line += f", first layer below {m.layer_min_sqnr_db:g} dB: " + (
+            p.first_divergent_layer or "none")
+    return line
+
+
 def _runtimes(value: str | None) -> tuple[str, ...]:
     from codenn_convert.verification import RUNTIMES
 
     return RUNTIMES if value is None else tuple(r.strip() for r in value.split(",") if r.strip())
+
+
+def _list(values: list[str] | None) -> tuple[str, ...]:
+    """Repeatable options that also take comma-separated lists, flattened."""
+    return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
 
 
 def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = False) -> None:
@@ -400,9 +424,26 @@ def verify(
                                                    "this directory.")] = None,
     rtol: Rtol = None,
     option: Options = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", metavar="fp16|int8",
+        help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
+        "judged by lossy criteria and per-layer SQNR; repeatable or comma-separated.")
+    ] = None,
+    min_sqnr: Annotated[float | None, typer.Option(
+        "--min-sqnr", metavar="DB", help="Lossy pairs: lowest SQNR of the logits in dB "
+        "(default per precision).")] = None,
+    min_cosine: Annotated[float | None, typer.Option(
+        "--min-cosine", help="Lossy pairs: lowest cosine similarity.")] = None,
+    min_top1: Annotated[float | None, typer.Option(
+        "--min-top1", help="Lossy pairs: lowest top-1 agreement (fraction of samples).")
+    ] = None,
+    min_top5: Annotated[float | None, typer.Option(
+        "--min-top5", help="Lossy pairs: lowest mean top-5 overlap.")] = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
-    files); compare all pairs and name the first divergent layer of a failing one."""
+    files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
+    runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
+    top-k against their floors, with per-layer SQNR."""
     from codenn_convert.checkpoint import ensure_writable
     from codenn_convert.registry import parse_options
     from codenn_convert.verification import VerifyOptions, verify_inputs
@@ -412,7 +453,10 @@ def verify(
         onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
         runtimes=_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
         inputs=inputs or (), options=parse_options(model, option or []), work_dir=keep_onnx,
-        save_golden=save_golden)
+        save_golden=save_golden, precisions=_list(precision),
+        thresholds={k: v for k, v in {"min_sqnr_db": min_sqnr, "min_cosine": min_cosine,
+                                      "min_top1": min_top1, "min_top5": min_top5}.items()
+                    if v is not None})
     config.check()
     if json_path is not None:
         ensure_writable(json_path)

@@ -23,6 +23,8 @@ chunk (the torch pass stops early, the Keras sub-model only computes what it nee
 from __future__ import annotations
 
 import ast
+import itertools
+import math
 import os
 import re
 import tempfile
@@ -51,6 +53,16 @@ from codenn_convert.mapper import hwc_flatten_of
 #: where the error grows).
 LAYER_RTOL = 1e-4
 
+#: A lossy pair's layers fail below its logits' SQNR floor less this margin (dB).
+#:
+#: Why: rounding noise is larger inside the network than at the logits, whose pooling and
+#: classifier average it out: with seeded realistic weights at full size, the lowest layer
+#: SQNR sat 7.6-9.9 dB below the logits' (int8: ResNet-50 29.6 dB logits, 19.7 dB at
+#: layer4.2.bn3; InceptionV3 26.0 dB logits, 18.4 dB inside Mixed_7c). A fault is far below
+#: any of them: a sign-flipped conv gives about -6 dB at its layer (the error is twice the
+#: signal). 12 dB keeps every measured layer of a clean file above its floor.
+LAYER_SQNR_MARGIN_DB = 12.0
+
 #: Bytes of layer outputs held at once, all probes of a chunk together.
 DEFAULT_BUDGET_BYTES = 512 << 20
 
@@ -63,6 +75,8 @@ class LayerError:
 
     name: str
     max_rel: float
+    #: For a lossy pair: 10*log10(sum a^2 / sum (a - b)^2) of this layer's output.
+    sqnr_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,39 @@ def layer_error(ref: np.ndarray, other: np.ndarray) -> float:
 def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
     """The first layer (in topological order) whose error exceeds ``tol``."""
     return next((e.name for e in errors if not e.max_rel <= tol), None)
+
+
+def layer_sqnr(ref: np.ndarray, other: np.ndarray) -> float:
+    """SQNR of ``other`` against ``ref`` in dB; -inf if shapes differ or either holds NaN/Inf
+    (a broken layer is infinitely noisy, never "clean over the rest")."""
+    from codenn_convert.precision import sqnr_db
+
+    if ref.shape != other.shape or not (np.isfinite(ref).all() and np.isfinite(other).all()):
+        return float("-inf")
+    return sqnr_db(ref, other)
+
+
+def first_below(errors: Sequence[LayerError], min_sqnr_db: float) -> str | None:
+    """The first layer (in topological order) whose SQNR is below ``min_sqnr_db``."""
+    return next((e.name for e in errors
+                 if e.sqnr_db is not None and not e.sqnr_db >= min_sqnr_db), None)
+
+
+def sqnr_drop(errors: Sequence[LayerError]) -> tuple[str | None, float | None]:
+    """The layer where SQNR falls most from the layer before it (topological order), and
+    the fall in dB: where the precision is lost. The first layer has no layer before it and
+    is only named when it is the only one."""
+    values = [(e.name, e.sqnr_db) for e in errors if e.sqnr_db is not None]
+    if len(values) == 1:
+        return values[0][0], None
+    best: tuple[str | None, float | None] = (None, None)
+    for (_, before), (name, after) in itertools.pairwise(values):
+        if not (math.isfinite(before) or math.isfinite(after)):
+            continue  # inf -> inf or -inf -> -inf: no measurable fall
+        fall = before - after
+        if best[1] is None or fall > best[1]:
+            best = (name, fall)
+    return best
 
 
 # --------------------------------------------------------------------------- mapped layers
@@ -301,6 +348,8 @@ def _name_scopes(node: Any) -> list[str] | None:
 
 
 _TF_SUFFIX = re.compile(r"(.+)_\d+")
+#: Nodes an int8 (QDQ) conversion inserts between a layer and its consumers.
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 #: How an ONNX graph names its nodes after the model's layers (see find_layer_tensors).
 Flavour = Literal["torch", "torchscript", "tf2onnx"]
@@ -335,6 +384,15 @@ def _torchscript_paths(node_name: str) -> list[str]:
     return paths
 
 
+def _weight_names(graph: Any) -> set[str]:
+    """Initializer names and, in a QDQ (int8) graph, which reads each weight through a
+    DequantizeLinear, that node's output: it stands for the weight when a renamed node is
+    traced to its layer."""
+    weights = {t.name for t in graph.initializer}
+    return weights | {n.output[0] for n in graph.node
+                      if n.op_type == "DequantizeLinear" and n.input and n.input[0] in weights}
+
+
 def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
                        ) -> tuple[dict[str, str], Flavour]:
     """Map layer names to the ONNX tensors holding their outputs.
@@ -344,11 +402,13 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
     ``/module/path/Op`` node names; ``"tf2onnx"``, TF name scopes (``layer1.0.conv1_1/...``)
     or, for nodes tf2onnx renamed, the Keras variable they read (``features.0/kernel``).
     A layer's output is the last tensor its nodes produce that is used outside them (or is a
-    graph output). A BatchNorm with no node of its own was folded into the conv feeding it,
+    graph output). Quantize/DequantizeLinear nodes of an int8 graph belong to no layer (a
+    layer's output is the float tensor they quantise); fp16 Casts carry no layer's name.
+    A BatchNorm with no node of its own was folded into the conv feeding it,
     so that conv's tensor is the BatchNorm's output, and the conv's own is not in the graph.
     """
     wanted = {m.name for m in layers}
-    weights = {t.name for t in graph.initializer}
+    weights = _weight_names(graph)
     scoped = [_name_scopes(n) for n in graph.node]
     flavour: Flavour
     if any(s is not None for s in scoped):
@@ -359,6 +419,11 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
         flavour = "tf2onnx"
     owner: dict[int, str | None] = {}
     for i, node in enumerate(graph.node):
+        if node.op_type in _QDQ_OPS:
+            # Quantiser nodes are named after the tensor they quantise, which may be another
+            # layer's; they belong to no layer, so a layer's output is its float tensor.
+            owner[i] = None
+            continue
         if flavour == "tf2onnx":
             # tf2onnx renames some nodes it rewrites (a Conv fused with its BiasAdd becomes
             # ``Conv__199``); such a node still reads its layer's kernel, which the export
@@ -528,13 +593,19 @@ def localise(
     tol: float = LAYER_RTOL,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     progress: Callable[[str], None] | None = None,
+    min_sqnr_db: Mapping[tuple[str, str], float] | None = None,
 ) -> dict[tuple[str, str], Localisation]:
     """Compare every mapped layer of each pair ``(reference, other)`` of probes on ``x``.
 
     Layers are visited in topological order, in chunks whose outputs (over all probes that
     need them) fit in ``budget_bytes``; each probe runs once per chunk and the chunk is freed
     before the next. Layers a probe cannot see are left out of that probe's pairs.
+
+    Pairs in ``min_sqnr_db`` are lossy (``other`` in fp16/int8): each layer gets its SQNR
+    too, and the first divergent layer is the first one below that pair's floor, since
+    reduced precision misses the float32 ``tol`` everywhere.
     """
+    floors = min_sqnr_db or {}
     say = progress or (lambda _msg: None)
     users: dict[str, set[str]] = {}
     for a, b in pairs:
@@ -554,9 +625,11 @@ def localise(
             for m in chunk:
                 ya, yb = outputs.get(a, {}).get(m.name), outputs.get(b, {}).get(m.name)
                 if ya is not None and yb is not None:
-                    errors[(a, b)].append(LayerError(m.name, layer_error(ya, yb)))
+                    snr = layer_sqnr(ya, yb) if (a, b) in floors else None
+                    errors[(a, b)].append(LayerError(m.name, layer_error(ya, yb), snr))
         del outputs
-    return {p: Localisation(e, first_divergent(e, tol)) for p, e in errors.items()}
+    return {p: Localisation(e, first_below(e, floors[p]) if p in floors
+                            else first_divergent(e, tol)) for p, e in errors.items()}
 
 
 def localise_models(

@@ -11,7 +11,8 @@ makes them meaningless (masking it out could show a perfect 1.0 for a broken out
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,31 @@ class PairResult:
     p99_rel: float | None = None
     #: For a failing pair: the side farther from the float64 result (None if unknown).
     farther: str | None = None
+    #: For a pair with a reduced-precision side: the lossy criteria that judge it.
+    lossy: LossyResult | None = None
+
+
+@dataclass
+class LossyResult:
+    """A lossy pair judged by lossy criteria (``passed``), ``b`` the fp16/int8 side; a
+    mapped layer below ``layer_min_sqnr_db`` fails it too (set by the per-layer comparison).
+
+    ``precision_lost_at`` is the mapped layer where the per-layer SQNR falls most from the
+    layer before it (filled in by the per-layer comparison), ``sqnr_drop_db`` that fall.
+    """
+
+    precision: str
+    sqnr_db: float
+    cosine: float
+    top1: float
+    top5: float
+    finite: bool
+    thresholds: dict[str, float]
+    passed: bool
+    #: Per-layer SQNR floor: a layer below it is divergent (a fault, not rounding).
+    layer_min_sqnr_db: float
+    precision_lost_at: str | None = None
+    sqnr_drop_db: float | None = None
 
 
 def histogram(rel: np.ndarray) -> dict[str, list[float]]:
@@ -112,6 +138,24 @@ def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str]
         nonfinite=nonfinite, histogram=histogram(rel),
         p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
     )
+
+
+def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: Any,
+                  rtol: float, names: tuple[str, str]) -> PairResult:
+    """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
+    numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
+    :class:`codenn_convert.precision.LossyThresholds`)."""
+    from codenn_convert.localise import LAYER_SQNR_MARGIN_DB
+    from codenn_convert.precision import lossy_metrics
+
+    result = compare(a, b, rtol=rtol, names=names)
+    m = lossy_metrics(a, b)
+    result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
+                               top1=m.top1, top5=m.top5, finite=m.finite,
+                               thresholds=asdict(thresholds), passed=thresholds.passes(m),
+                               layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
+    result.passed = result.lossy.passed
+    return result
 
 
 def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:

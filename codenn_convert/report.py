@@ -155,6 +155,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(p['max_rel'])} | {_fmt(p['cosine'], '.8f')} | {_fmt(p['top1'], '.2f')} | "
                 f"{_fmt(p['top5'], '.2f')} | {status} |"
             )
+    lines += _lossy_markdown(report)
     notes = [f"- {_model_label(m)}: {m['reason']}" for m in report["models"]
              if not m["passed"] and m.get("reason")]
     notes += [f"- {_model_label(m)}: error vs float64: {_oracle(m)}" for m in report["models"]
@@ -166,6 +167,35 @@ def to_markdown(report: dict[str, Any]) -> str:
               "reference logit.", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)]
     return "\n".join(lines) + "\n"
+
+
+def _floors(t: dict[str, Any]) -> str:
+    return (f"SQNR >= {t['min_sqnr_db']:g} dB, cosine >= {t['min_cosine']:g}, top-1 >= "
+            f"{t['min_top1']:g}, top-5 >= {t['min_top5']:g}")
+
+
+def _lossy_markdown(report: dict[str, Any]) -> list[str]:
+    """The lossy pairs' own table: criteria, floors, where the precision is lost."""
+    rows = [(m, p) for m in report["models"] for p in m["pairs"] if p.get("lossy")]
+    if not rows:
+        return []
+    lines = ["", "Lossy pairs (fp16/int8 side b), judged by SQNR, cosine, top-1 agreement and "
+             "top-5 overlap against their floors instead of max rel <= rtol:", "",
+             "| model | pair | precision | SQNR dB | cosine | top-1 | top-5 | floors | "
+             "SQNR falls most at | status |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, p in rows:
+        lo = p["lossy"]
+        where = (f"`{lo['precision_lost_at']}` ({_fmt(lo['sqnr_drop_db'], '.1f')} dB)"
+                 if lo.get("precision_lost_at") else "-")
+        status = "pass" if p["passed"] else "**FAIL**"
+        if p.get("first_divergent_layer"):
+            status += (f" (first layer below {lo['layer_min_sqnr_db']:g} dB: "
+                       f"`{p['first_divergent_layer']}`)")
+        lines.append(f"| {_model_label(m)} | {p['a']} vs {p['b']} | {lo['precision']} | "
+                     f"{_fmt(lo['sqnr_db'], '.1f')} | {_fmt(lo['cosine'], '.6f')} | "
+                     f"{_fmt(lo['top1'], '.2f')} | {_fmt(lo['top5'], '.2f')} | "
+                     f"{_floors(lo['thresholds'])} | {where} | {status} |")
+    return lines
 
 
 # --------------------------------------------------------------------------- html
@@ -203,7 +233,8 @@ code { background: #f3f3f3; padding: 0 3px; }
 {%- if p %}<td class="{{ 'pass' if p.passed else 'fail' }}" title="{{ p.title }}">
 {{- p.max_rel }}{% if p.first_divergent_layer %}<br><small>at {{ p.first_divergent_layer }}
 </small>{% endif %}{% if p.farther %}<br><small>{{ p.farther }} farther from float64</small>
-{%- endif %}<br><span class="spark" title="|a-b|/max|a| per decade, 0 .. 1e-10 .. 1 .. inf">
+{%- endif %}{% if p.lossy %}<br><small>{{ p.lossy.precision }}: SQNR {{ p.sqnr }} dB
+</small>{% endif %}<br><span class="spark" title="|a-b|/max|a| per decade, 0 .. 1e-10 .. 1 .. inf">
 {{- p.spark }}</span></td>
 {%- else %}<td class="none">&ndash;</td>{% endif %}{% endfor %}{% endif %}</tr>
 {%- endfor %}
@@ -233,7 +264,23 @@ mismatch) at the top.</p>
 <img alt="per-layer relative error of {{ m.label }}" src="data:image/png;base64,{{ m.plot }}">
 </figure>
 {%- endif %}{% endfor %}
-{%- if not any_plot %}<p>No per-layer comparison in this report.</p>{% endif %}
+{%- if not any_plot %}<p>No float32 per-layer comparison in this report.</p>{% endif %}
+{%- if any_sqnr %}
+<h2>Per-layer SQNR of lossy pairs</h2>
+<p>A pair with an fp16 or int8 side is judged by lossy criteria (the cell's hover text),
+not by the float32 tolerance. Per mapped layer: SQNR = 10 log10(&Sigma;a&sup2; /
+&Sigma;(a &minus; b)&sup2;) in dB, higher is better; the dashed line is the pair's per-layer
+floor (the logits' floor less a margin: rounding noise is larger inside the network).
+Rounding noise lowers it gradually; where it falls most is where the precision is lost, and
+a fault (a wrong weight) drops it below zero at the layer that has it.</p>
+{%- for m in models %}{% if m.sqnr_plot %}
+<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
+{%- for p in m.lossy_pairs %}; {{ p.a }} vs {{ p.b }} ({{ p.lossy.precision }}): SQNR falls
+most at {{ p.lossy.precision_lost_at or 'none' }}, first layer below the floor:
+{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
+<img alt="per-layer SQNR of {{ m.label }}" src="data:image/png;base64,{{ m.sqnr_plot }}">
+</figure>
+{%- endif %}{% endfor %}{% endif %}
 <h2>Environment</h2>
 <table id="environment">{% for k, v in environment.items() %}
 <tr><th>{{ k }}</th><td class="name">{{ v if v is not none else 'not installed' }}</td></tr>
@@ -244,7 +291,8 @@ mismatch) at the top.</p>
 
 def _layer_plot(m: dict[str, Any]) -> str | None:
     """Base64 PNG of per-layer max rel (log scale) for the pairs that have layers."""
-    pairs = [p for p in m["pairs"] if p.get("layers")]
+    # Lossy pairs are plotted by SQNR (_sqnr_plot): the float32 tolerance says nothing there.
+    pairs = [p for p in m["pairs"] if p.get("layers") and not p.get("lossy")]
     if not pairs:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -290,6 +338,50 @@ def _layer_plot(m: dict[str, Any]) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _sqnr_plot(m: dict[str, Any]) -> str | None:
+    """Base64 PNG of per-layer SQNR (dB) for the lossy pairs that have layers."""
+    pairs = [p for p in m["pairs"] if p.get("lossy") and p.get("layers")]
+    if not pairs:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.4), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    names = [e["name"] for e in max(pairs, key=lambda p: len(p["layers"]))["layers"]]
+    index = {n: i for i, n in enumerate(names)}
+    values = [_num(e.get("sqnr_db")) for p in pairs for e in p["layers"]]
+    finite = [v for v in values if v is not None and math.isfinite(v)] or [0.0]
+    low, high = min(finite) - 5, max(finite) + 5  # infinities drawn at the plot's edges
+    for p in pairs:
+        pts = [(index.get(e["name"], i), _num(e.get("sqnr_db")))
+               for i, e in enumerate(p["layers"]) if e.get("sqnr_db") is not None]
+        ys = [high if v > high else low if not v >= low else v for _, v in pts]
+        line, = ax.plot([x for x, _ in pts], ys, marker=".", markersize=3, linewidth=1,
+                        label=f"{p['a']} vs {p['b']} ({p['lossy']['precision']})")
+        ax.axhline(p["lossy"]["layer_min_sqnr_db"], color=line.get_color(),
+                   linestyle="--", linewidth=1)
+        for where, style in ((p["lossy"].get("precision_lost_at"), ":"),
+                             (p.get("first_divergent_layer"), "-")):
+            if where in index:
+                ax.axvline(index[where], color=line.get_color(), linestyle=style, linewidth=1)
+                ax.annotate(where, (index[where], 0.03), xycoords=("data", "axes fraction"),
+                            fontsize=7, rotation=90, va="bottom", ha="right",
+                            color=line.get_color())
+    ax.set_ylabel("SQNR (dB)")
+    step = max(1, len(names) // 16)
+    ax.set_xticks(range(0, len(names), step))
+    ax.set_xticklabels(names[::step], rotation=35, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def to_html(report: dict[str, Any]) -> str:
     """One self-contained page: pass/fail table, per-layer plots, environment."""
     import jinja2
@@ -305,7 +397,14 @@ def to_html(report: dict[str, Any]) -> str:
             title = (f"max abs {_fmt(p['max_abs'])}, max rel {_fmt(p['max_rel'])}, cosine "
                      f"{_fmt(p['cosine'], '.8f')}, top-1 {_fmt(p['top1'], '.2f')}, top-5 "
                      f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}")
+            if p.get("lossy"):
+                title += (f"; {p['lossy']['precision']}: SQNR {_fmt(p['lossy']['sqnr_db'], '.1f')}"
+                          f" dB, cosine {_fmt(p['lossy']['cosine'], '.6f')}, top-1 "
+                          f"{_fmt(p['lossy']['top1'], '.2f')}, top-5 overlap "
+                          f"{_fmt(p['lossy']['top5'], '.2f')}; passes at "
+                          f"{_floors(p['lossy']['thresholds'])}")
             pairs[key] = {**p, "max_rel": _fmt(p["max_rel"]), "title": title,
+                          "sqnr": _fmt((p.get("lossy") or {}).get("sqnr_db"), ".1f"),
                           "spark": spark(p.get("histogram") or {}),
                           "farther": p.get("farther")}
         models.append({
@@ -313,13 +412,16 @@ def to_html(report: dict[str, Any]) -> str:
             "error": m["error"], "pairs": pairs, "plot": _layer_plot(m),
             "oracle": _oracle(m), "reason": m.get("reason") if not m["passed"] else None,
             "layer_pairs": [{**p, "count": len(p["layers"])} for p in m["pairs"]
-                            if p.get("layers")],
+                            if p.get("layers") and not p.get("lossy")],
+            "sqnr_plot": _sqnr_plot(m),
+            "lossy_pairs": [p for p in m["pairs"] if p.get("lossy") and p.get("layers")],
         })
     rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_HTML).render(
         passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
-        any_plot=any(m["plot"] for m in models), environment=report["environment"])
+        any_plot=any(m["plot"] for m in models), any_sqnr=any(m["sqnr_plot"] for m in models),
+        environment=report["environment"])
 
 
 # --------------------------------------------------------------------------- junit
@@ -348,6 +450,8 @@ def to_junit(report: dict[str, Any]) -> str:
                            + (f"; first divergent layer {where}" if where else "")
                            + (f"; {p['farther']} farther from float64"
                               if p.get("farther") else ""))
+                if p.get("lossy"):
+                    message = _lossy_failure(p)
                 if p.get("nonfinite"):
                     message = (f"non-finite outputs in {', '.join(p['nonfinite'])}; "
                                + message)
@@ -359,6 +463,7 @@ def to_junit(report: dict[str, Any]) -> str:
                     f"max_abs: {_fmt(p['max_abs'])}", f"max_rel: {_fmt(p['max_rel'])}",
                     f"cosine: {_fmt(p['cosine'], '.8f')}", f"top1: {_fmt(p['top1'], '.3f')}",
                     f"top5: {_fmt(p['top5'], '.3f')}", f"first_divergent_layer: {where}",
+                    *([f"lossy: {json.dumps(_json_safe(p['lossy']))}"] if p.get("lossy") else []),
                     f"error_vs_float64: {_oracle(m)}", f"reason: {m.get('reason')}",
                 ])
                 ET.SubElement(case, "failure", message=message, type="ParityFailure").text = (
@@ -376,6 +481,24 @@ def to_junit(report: dict[str, Any]) -> str:
     suite.extend(cases)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _lossy_failure(p: dict[str, Any]) -> str:
+    """A failing lossy pair's message: each criterion that missed its floor, and where."""
+    lo, t = p["lossy"], p["lossy"]["thresholds"]
+    floors = {"sqnr_db": "min_sqnr_db", "cosine": "min_cosine", "top1": "min_top1",
+              "top5": "min_top5"}
+    missed = [f"{k} {_fmt(lo[k], '.4g')} < {t[f]:g}" for k, f in floors.items()
+              if not _num(lo[k]) >= t[f]]
+    if not lo.get("finite", True):
+        missed.insert(0, "NaN/Inf in an output")
+    where = p.get("first_divergent_layer")
+    if where:
+        low = next((e.get("sqnr_db") for e in p["layers"] if e["name"] == where), None)
+        missed.append(f"layer {where} SQNR {_fmt(low, '.1f')} dB < {lo['layer_min_sqnr_db']:g}")
+    return (f"{lo['precision']} pair fails lossy criteria: {', '.join(missed) or 'see detail'}"
+            + (f"; SQNR falls most at {lo['precision_lost_at']}"
+               if lo.get("precision_lost_at") else ""))
 
 
 # --------------------------------------------------------------------------- files

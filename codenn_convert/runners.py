@@ -31,6 +31,11 @@ class Runner(Protocol):
     name: str
     #: Label of the work :meth:`prepare` does (an export), timed on its own; None: nothing.
     prepare_label: str | None
+    #: fp32, or fp16/int8 for a reduced-precision runtime (judged by lossy criteria).
+    precision: str
+    #: The runner a reduced-precision one was converted from (only compared with that
+    #: one); None: compared with every float32 runner.
+    reference: str | None
 
     def prepare(self) -> None: ...
 
@@ -41,6 +46,9 @@ class Runner(Protocol):
 
 class TorchRunner:
     """A torch model in eval mode; ``float64`` runs a double-precision copy (the oracle)."""
+
+    precision = "fp32"
+    reference: str | None = None
 
     def __init__(self, model: Any, *, name: str = "torch", float64: bool = False) -> None:
         self.name, self.model, self.float64 = name, model, float64
@@ -69,6 +77,9 @@ class TorchRunner:
 
 class KerasRunner:
     """A Keras twin, fed NHWC (the same tensor, transposed), in inference mode."""
+
+    precision = "fp32"
+    reference: str | None = None
 
     def __init__(self, model: Any, *, name: str = "keras") -> None:
         self.name, self.model = name, model
@@ -101,10 +112,14 @@ class OnnxRunner:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str, input_size: tuple[int, int],
-                 export: Callable[[Path], Any] | None = None) -> None:
+                 export: Callable[[Path], Any] | None = None, precision: str | None = "fp32",
+                 reference: str | None = None) -> None:
         self.path, self.name, self.input_size = Path(path), name, input_size
         self.export = export
         self.prepare_label = f"export {name}" if export is not None else None
+        #: None: detected from the file's graph in :meth:`check` (a user's file).
+        self.precision: str = precision or ""
+        self.reference = reference
         self._session: Any = None
 
     def check(self) -> None:
@@ -122,6 +137,10 @@ class OnnxRunner:
             self.layout = onnx_input_layout(self._session.get_inputs()[0].shape, self.input_size)
         except UsageError as exc:
             raise UsageError(f"{self.path}: {exc}") from None
+        if not self.precision:
+            from codenn_convert.precision import detect_precision
+
+            self.precision = detect_precision(self.path)
 
     def prepare(self) -> None:
         if self.export is not None:
@@ -144,6 +163,9 @@ class OnnxRunner:
 
 class StoredRunner:
     """Outputs recorded earlier (a golden file): returned for exactly the stored inputs."""
+
+    precision = "fp32"
+    reference: str | None = None
 
     def __init__(self, name: str, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]
                  ) -> None:
@@ -176,7 +198,20 @@ def user_onnx_runners(files: Sequence[str | os.PathLike[str]], input_size: tuple
         if name in runners:
             raise UsageError(f"two ONNX files are named {Path(f).name}; their runtimes would "
                              f"share the name {name}")
-        runners[name] = OnnxRunner(f, name=name, input_size=input_size)
+        runners[name] = OnnxRunner(f, name=name, input_size=input_size, precision=None)
     for runner in runners.values():
         runner.check()
     return list(runners.values())
+
+
+def lossy_runner(source: OnnxRunner, precision: str, calibration: Any = None) -> OnnxRunner:
+    """``<source>-<precision>``: the source runner's float32 file converted to fp16/int8
+    (:func:`codenn_convert.precision.convert_precision`) beside it, once the source has
+    exported it; compared with its source only. int8 needs ``calibration``."""
+    from codenn_convert.precision import convert_precision
+
+    return OnnxRunner(
+        source.path.with_suffix(f".{precision}.onnx"), name=f"{source.name}-{precision}",
+        input_size=source.input_size, precision=precision, reference=source.name,
+        export=lambda p: convert_precision(source.path, p, precision,  # type: ignore[arg-type]
+                                           calibration))

@@ -13,6 +13,11 @@ The torch twin run in float64 with the torch side's weights is the exact referen
 runtime's distance to it (``error_vs_float64``) tells rounding (all near it) from a fault
 (one side far), and a failing pair names its farther side.
 
+Reduced precision (``precisions``, or a given fp16/int8 file, detected from its graph) adds
+runners compared with their float32 source (or, a given file, with every float32 runner) and
+judged by lossy criteria (:func:`codenn_convert.metrics.compare_lossy`): SQNR, cosine, top-1
+and top-5 overlap against per-precision floors, and per-layer SQNR of every mapped layer.
+
 When a pair fails, and for the pairs asked for with ``layers``, every mapped layer is compared
 (:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path;
 a runtime with NaN/Inf logits gets the first layer whose output is non-finite.
@@ -43,6 +48,10 @@ __all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "Model
            "verify", "verify_inputs", "verify_many"]
 
 RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
+#: Reduced precisions the verifier can add to our ONNX runtimes.
+LOSSY_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
+#: ``inputs`` label prefix of the synthetic photo-like batch used when lossy runtimes run.
+SYNTHETIC_INPUTS = "synthetic:"
 #: The name of the float64 torch run, the exact reference.
 ORACLE = "float64"
 
@@ -71,6 +80,10 @@ class VerifyOptions:
     options: Mapping[str, Any] = field(default_factory=dict)  # builder options, both twins
     work_dir: PathLike | None = None  # keep our ONNX exports here
     save_golden: PathLike | None = None
+    #: Reduced precisions (fp16, int8) of our ONNX runtimes to add: onnx-torch-fp16, ...
+    precisions: Sequence[str] = ()
+    #: Overrides of the lossy thresholds (LossyThresholds fields, e.g. min_sqnr_db).
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def check(self) -> None:
         """Reject impossible combinations before any model work."""
@@ -87,6 +100,23 @@ class VerifyOptions:
                              "not both")
         if self.save_golden is not None and "torch" not in self.runtimes:
             raise UsageError("--save-golden records the torch logits: keep torch in runtimes")
+        self.check_lossy()
+
+    def check_lossy(self) -> None:
+        """Known reduced precisions, an ONNX runtime to convert, finite thresholds."""
+        from codenn_convert.precision import LossyThresholds
+
+        bad = [p for p in self.precisions if p not in LOSSY_PRECISIONS]
+        if bad:
+            raise UsageError(f"unknown precision {bad[0]!r}; use {' or '.join(LOSSY_PRECISIONS)}"
+                             f" (float32 runtimes always run)")
+        if self.precisions and not {"onnx-torch", "onnx-keras"} & set(self.runtimes):
+            raise UsageError("--precision converts our ONNX exports: keep onnx-torch or "
+                             "onnx-keras in runtimes")
+        known = set(LossyThresholds.__dataclass_fields__)
+        for key, value in self.thresholds.items():
+            if key not in known or not math.isfinite(value):
+                raise UsageError(f"bad lossy threshold {key}={value}")
 
 
 @dataclass
@@ -135,7 +165,12 @@ class ModelResult:
         return "; ".join(parts) or "no pairs compared"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "reason": self.reason}
+        data = {**asdict(self), "passed": self.passed, "reason": self.reason}
+        for pair in data["pairs"]:  # float32 layers keep their one number
+            for layer in pair["layers"]:
+                if layer.get("sqnr_db") is None:
+                    layer.pop("sqnr_db", None)
+        return data
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -149,13 +184,31 @@ class Comparison:
     outputs: dict[str, list[np.ndarray]]
     exact: list[np.ndarray] | None
     pairs: list[dict[tuple[str, str], PairResult]]
-
-    @property
-    def order(self) -> list[tuple[str, str]]:
-        return list(itertools.combinations(self.names, 2))
+    #: The pairs compared, ``(reference, other)``, in report order.
+    order: list[tuple[str, str]] = field(default_factory=list)
 
 
 Localise = Callable[[Comparison, list[set[tuple[str, str]]]], None]
+#: How a pair's outputs are compared: ``judge(a, b, ya, yb)``.
+Judge = Callable[[str, str, np.ndarray, np.ndarray], PairResult]
+
+
+def pair_order(runners: Sequence[Runner]) -> list[tuple[str, str]]:
+    """The pairs to compare, ``(earlier, later)``: all float32 ones; a reduced-precision
+    runner against its ``reference`` only, or (a user's file) every float32 runner, always
+    with the float32 side first as the reference. Two lossy runners are never compared:
+    neither is a reference for the other."""
+    pairs = []
+    for a, b in itertools.combinations(runners, 2):
+        if a.precision == "fp32" and b.precision == "fp32":
+            pairs.append((a.name, b.name))
+            continue
+        if a.precision != "fp32" and b.precision != "fp32":
+            continue
+        ref, lossy = (a, b) if a.precision == "fp32" else (b, a)
+        if lossy.reference in (None, ref.name):
+            pairs.append((ref.name, lossy.name))
+    return pairs
 
 
 def compare_runners(
@@ -163,17 +216,21 @@ def compare_runners(
     oracle: Runner | None = None, wanted: Collection[tuple[str, str]] = (),
     localise: Localise | None = None, localise_failures: bool = True,
     timed: Callable[[str, Callable[[], Any]], Any] | None = None,
+    judge: Judge | None = None,
 ) -> Comparison:
-    """Run every runner on every input and compare all pairs (``(earlier, later)``).
+    """Run every runner on every input and compare the pairs of :func:`pair_order`.
 
-    Pairs are compared as soon as both outputs are in, and the failing ones (with
-    ``localise_failures``) and ``wanted`` are handed to ``localise`` then: torch vs keras
-    is localised while nothing but the twins is in memory, before any export.
-    The ``oracle`` runs first; it is a reference, not a pair member.
+    Pairs are compared (by ``judge``, default: the float32 rule at ``rtol``) as soon as both
+    outputs are in, and the failing ones (with ``localise_failures``) and ``wanted`` are
+    handed to ``localise`` then: torch vs keras is localised while nothing but the twins is
+    in memory, before any export. The ``oracle`` runs first; it is a reference, not a pair
+    member.
     """
     clock = timed or (lambda _label, fn: fn())
+    judge = judge or (lambda a, b, ya, yb: compare(ya, yb, rtol=rtol, names=(a, b)))
     xs = [x for _, x in inputs]
-    result = Comparison([r.name for r in runners], {}, None, [{} for _ in xs])
+    result = Comparison([r.name for r in runners], {}, None, [{} for _ in xs],
+                        pair_order(runners))
     if oracle is not None:
         result.exact = clock(f"run {oracle.name}", lambda: oracle.run(xs))
     for runner in runners:
@@ -184,8 +241,7 @@ def compare_runners(
                  and p not in result.pairs[0]]
         for k, found in enumerate(result.pairs):
             for a, b in ready:
-                found[(a, b)] = compare(result.outputs[a][k], result.outputs[b][k], rtol=rtol,
-                                        names=(a, b))
+                found[(a, b)] = judge(a, b, result.outputs[a][k], result.outputs[b][k])
         todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
                 for found in result.pairs]
         if localise is not None and any(todo):
@@ -287,6 +343,18 @@ def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tu
     return {p for p in pairs if p in asked or (p[1], p[0]) in asked}
 
 
+def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
+    """The seeded N(0,1) batch replaced by held-out synthetic photo-like images
+    (:func:`codenn_convert.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
+    on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
+    overflows them. Photos and ``.npy`` batches stay as given."""
+    from codenn_convert.precision import synthetic_images
+
+    return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
+             synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))
+            if label == NORMAL_INPUTS else (label, x) for label, x in inputs]
+
+
 def _sources(c: VerifyOptions) -> tuple[PathLike | None, PathLike | None]:
     """The checkpoints feeding the torch side and the Keras side (None: seeded weights)."""
     if c.weights is not None:
@@ -346,16 +414,26 @@ class _Localiser:
 
     def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
         """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
-        from codenn_convert.localise import localise
+        from codenn_convert.localise import localise, sqnr_drop
 
         for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
             if not pairs:
                 continue
             probes = {n: self.probe(n) for p in pairs for n in p}
+            floors = {p: lossy.layer_min_sqnr_db for p in pairs
+                      for lossy in [found.pairs[k][p].lossy] if lossy is not None}
             for pair, where in localise(probes, sorted(pairs), self.layers, x,
-                                        progress=self.say).items():
-                found.pairs[k][pair].layers = where.layers
-                found.pairs[k][pair].first_divergent_layer = where.first_divergent_layer
+                                        progress=self.say, min_sqnr_db=floors).items():
+                result = found.pairs[k][pair]
+                result.layers = where.layers
+                result.first_divergent_layer = where.first_divergent_layer
+                if result.lossy is not None:
+                    result.lossy.precision_lost_at, result.lossy.sqnr_drop_db = sqnr_drop(
+                        where.layers)
+                    # A layer below its floor is a fault, even where the logits hide it
+                    # (a residual branch's sign-flipped conv can leave them near the floor).
+                    if where.first_divergent_layer is not None:
+                        result.lossy.passed = result.passed = False
 
     def nonfinite(self, results: Sequence[ModelResult]) -> None:
         """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""
@@ -391,12 +469,15 @@ class VerifyRun:
         self.inputs = collect_inputs(normal=config.normal, batch=config.batch,
                                      seed=config.seed, size=self.size, images=config.images,
                                      npy=config.inputs)
+        if config.precisions or any(r.precision != "fp32" for r in self.user):
+            self.inputs = _lossy_inputs(self.inputs, config.seed)
         self.tol = spec.rtol if config.rtol is None else config.rtol
         self.results = [ModelResult(model=model, input_shape=list(x.shape), seed=config.seed,
                                     rtol=self.tol, inputs=label, options=dict(config.options))
                         for label, x in self.inputs]
         self.timed = _timer(model, self.results, self.say)
         self.options: dict[str, Any] = dict(config.options)  # resolved by twins()
+        self.precision_of: dict[str, str] = {}  # runtime -> fp32/fp16/int8, set by run()
 
     def twins(self) -> tuple[Any, Any]:
         """Both twins built, with their sides' weights (non-finite ones recorded)."""
@@ -444,7 +525,31 @@ class VerifyRun:
                 out_dir / f"{self.model}.keras.onnx", name="onnx-keras", input_size=self.size,
                 export=lambda p: export_keras_model(kmodel, p)),
         }
-        return [made[r] for r in RUNTIMES if r in self.config.runtimes] + list(self.user)
+        ours = [made[r] for r in RUNTIMES if r in self.config.runtimes]
+        return ours + self.lossy_runners(ours) + list(self.user)
+
+    def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
+        """Each of our ONNX runtimes converted to each asked-for reduced precision."""
+        from codenn_convert.precision import load_calibration
+        from codenn_convert.runners import OnnxRunner, lossy_runner
+
+        calibration = (load_calibration(None, self.size, seed=self.config.seed)
+                       if "int8" in self.config.precisions else None)
+        return [lossy_runner(r, p, calibration) for r in ours if isinstance(r, OnnxRunner)
+                for p in LOSSY_PRECISIONS if p in self.config.precisions]
+
+    def judge(self, a: str, b: str, ya: np.ndarray, yb: np.ndarray) -> PairResult:
+        """The float32 rule, or for a reduced-precision ``b`` the lossy criteria."""
+        from codenn_convert.metrics import compare_lossy
+        from codenn_convert.precision import DEFAULT_THRESHOLDS
+
+        precision = self.precision_of.get(b, "fp32")
+        if precision == "fp32":
+            return compare(ya, yb, rtol=self.tol, names=(a, b))
+        floors = replace(DEFAULT_THRESHOLDS[precision],  # type: ignore[index]
+                         **self.config.thresholds)
+        return compare_lossy(ya, yb, precision=precision, thresholds=floors, rtol=self.tol,
+                             names=(a, b))
 
     def run(self) -> list[ModelResult]:
         with tempfile.TemporaryDirectory(prefix="codenn-") as tmp:
@@ -452,14 +557,17 @@ class VerifyRun:
             out_dir.mkdir(parents=True, exist_ok=True)
             tmodel, kmodel = self.twins()
             runners = self.runners(tmodel, kmodel, out_dir)
+            self.precision_of = {r.name: r.precision for r in runners}
             loc = _Localiser(tmodel, kmodel, runners, self.inputs, self.say)
-            names = [r.name for r in runners]
+            order = pair_order(runners)
+            # Lossy pairs always get their per-layer SQNR: where the precision is lost.
+            lossy = {p for p in order if self.precision_of[p[1]] != "fp32"}
             found = compare_runners(
                 runners, self.inputs, rtol=self.tol,
                 oracle=TorchRunner(tmodel, name=ORACLE, float64=True),
-                wanted=_wanted_pairs(self.config.layers, list(itertools.combinations(names, 2))),
+                wanted=_wanted_pairs(self.config.layers, order) | lossy,
                 localise=loc.pairs, localise_failures=self.config.localise_failures,
-                timed=self.timed)
+                timed=self.timed, judge=self.judge)
             fill_results(self.results, found)
             if any(r.nonfinite_outputs for r in self.results):
                 self.timed("layers (non-finite)", lambda: loc.nonfinite(self.results))
