@@ -128,7 +128,8 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
 
     def say(msg: str) -> None:
         now = time.perf_counter()
-        _error(f"{stage[0]}: {now - stage[1]:.1f} s")
+        if stage[0] != title or now - stage[1] >= 0.05:  # the title alone is no stage
+            _error(f"{stage[0]}: {now - stage[1]:.1f} s")
         stage[:] = [msg, now]
 
     yield say
@@ -518,24 +519,23 @@ def report(
 
 def _verify_set(models: list[str] | None, all_models: bool, batch: int, seed: int,
                 layers: bool) -> list[Any]:
-    """Verify the chosen models with a progress bar, printing each result as it comes."""
-    from rich.progress import Progress
-
+    """Verify the chosen models, printing each result as it comes; progress as a spinner on
+    a terminal, as one timed line per stage in a log."""
     from codenn_convert.registry import list_models
     from codenn_convert.verification import VerifyOptions, verify_many
 
     names = list_models() if all_models else (models or list_models(default_only=True))
     config = VerifyOptions(batch=batch, seed=seed,
                            layers=[("torch", "keras")] if layers else False)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("parity", total=len(names))
+    finished = [0]
 
-        def done(result: Any) -> None:
-            _print_result(result)
-            progress.advance(task)
+    def done(result: Any) -> None:
+        _print_result(result)
+        finished[0] += 1
 
-        return verify_many(names, config, on_result=done,
-                           progress=lambda msg: progress.update(task, description=msg))
+    with _progress(f"parity of {len(names)} models") as say:
+        return verify_many(names, config, on_result=done, progress=lambda msg: say(
+            f"[{min(finished[0] + 1, len(names))}/{len(names)}] {msg}"))
 
 
 def main() -> None:
