@@ -325,17 +325,7 @@ def _layer_plot(m: dict[str, Any]) -> str | None:
     ax.axhline(m.get("layer_rtol", 1e-4), color="grey", linestyle="--", linewidth=1,
                label="layer tolerance")
     ax.set_yscale("log")
-    ax.set_ylabel("max rel error")
-    step = max(1, len(names) // 16)
-    ax.set_xticks(range(0, len(names), step))
-    ax.set_xticklabels(names[::step], rotation=35, ha="right", fontsize=7)
-    ax.set_xlim(-0.5, len(names) - 0.5)
-    ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return _layer_axes_png(fig, ax, names, ylabel="max rel error", legend="upper left")
 
 
 def _sqnr_plot(m: dict[str, Any]) -> str | None:
@@ -369,13 +359,18 @@ def _sqnr_plot(m: dict[str, Any]) -> str | None:
                 ax.annotate(where, (index[where], 0.03), xycoords=("data", "axes fraction"),
                             fontsize=7, rotation=90, va="bottom", ha="right",
                             color=line.get_color())
-    ax.set_ylabel("SQNR (dB)")
+    return _layer_axes_png(fig, ax, names, ylabel="SQNR (dB)", legend="upper right")
+
+
+def _layer_axes_png(fig: Any, ax: Any, names: list[str], *, ylabel: str, legend: str) -> str:
+    """Label a per-layer plot (layer names on x, at most ~16 shown) and encode it as PNG."""
+    ax.set_ylabel(ylabel)
     step = max(1, len(names) // 16)
     ax.set_xticks(range(0, len(names), step))
     ax.set_xticklabels(names[::step], rotation=35, ha="right", fontsize=7)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
