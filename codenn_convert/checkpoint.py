@@ -367,11 +367,30 @@ def read_keras_weights(
             found = _find_datasets(f, path)
             _check_datasets(found, path, path.stat().st_size)
             weights = {layer: [ds[()] for ds in dss] for layer, dss in found.items()}
-            raw = _attr(f, TRACKED_ATTR, path) if TRACKED_ATTR in f.attrs else "{}"
-            tracked = json.loads(raw)
-            if not isinstance(tracked, dict):
-                raise ValueError(f"attribute {TRACKED_ATTR} is not a JSON object")
+            tracked = _json_attr(f, TRACKED_ATTR, path)
             return weights, {str(k): int(v) for k, v in tracked.items()}
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated: {_first_line(exc)}") from None
+
+
+def _json_attr(f: Any, name: str, path: Path) -> dict[str, Any]:
+    """A JSON-object root attribute we wrote (size-checked; ``{}`` when absent)."""
+    value = json.loads(_attr(f, name, path)) if name in f.attrs else {}
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {name} is not a JSON object")
+    return value
+
+
+def read_json_attr(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """One JSON-object root attribute of an HDF5 file, read as safely as the weights."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return _json_attr(f, name, path)
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,13 +90,7 @@ def read_raw(path: str | os.PathLike[str]) -> RawCheckpoint:
 
 def read_source_dtypes(path: str | os.PathLike[str]) -> dict[str, str]:
     """The torch source dtypes we recorded in a ``.weights.h5`` (empty for other files)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        text = f.attrs.get(SOURCE_DTYPES_ATTR)
-    if text is None:
-        return {}
-    dtypes = json.loads(text)
+    dtypes = checkpoint.read_json_attr(path, SOURCE_DTYPES_ATTR)
     return {str(k): str(v) for k, v in dtypes.items() if v in filters.SOURCE_DTYPES}
 
 
