@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from codenn_convert.errors import CheckpointError, OutputError, UsageError
+from codenn_convert.errors import CheckpointError, OutputError, UsageError, disk_full
 
 Format = Literal["pt", "safetensors", "keras"]
 Layout = Literal["torch", "keras"]
@@ -94,8 +94,12 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # mode of the file it replaces), so outputs stay readable by the user's tools.
         os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
+        # Measured before the partial file goes; an interrupt stays an interrupt.
+        full = disk_full(exc, parent) if isinstance(exc, Exception) else None
         tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
         raise
 
 

@@ -24,7 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from codenn_convert.errors import CodennError
+from codenn_convert.errors import CodennError, disk_full
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +103,10 @@ def handled(fn: F) -> F:
         except Exception as exc:  # MemoryError included: it is a bug if our checks let it by
             if _STATE["debug"]:
                 raise
+            full = disk_full(exc)  # a full disk, wherever a library hit it, is not our bug
+            if full is not None:
+                _error(f"error: {full}")
+                raise typer.Exit(full.exit_code) from None
             _error(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with "
                    f"--debug for the traceback)")
             raise typer.Exit(INTERNAL_ERROR) from None

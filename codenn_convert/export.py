@@ -125,8 +125,10 @@ def export_onnx(
                    allow_nonfinite)
     if prec == "fp32":
         return _export_fp32(job, output)
-    # The float32 file is an intermediate: it lives in a directory that is always removed.
-    with tempfile.TemporaryDirectory(prefix="codenn-export.") as tmp:
+    # The float32 file is an intermediate: it lives in a directory that is always removed,
+    # beside the output, so one disk (the one the user chose) must hold both.
+    with tempfile.TemporaryDirectory(prefix=".codenn-partial.export.",
+                                     dir=Path(output).parent) as tmp:
         # In a child process, with external data: the export's memory (TensorFlow keeps
         # ~1.3 GB after a VGG-19 export) is the OS's again before the conversion allocates, and
         # the conversion reads the graph without the weights, then one tensor at a time.
@@ -159,6 +161,9 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
             raise AttributeError(reply["error"])
     except (IndexError, ValueError, KeyError, AttributeError):
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        full = errors.disk_full(tail[0], output.parent)
+        if full is not None:
+            raise full from None
         raise RuntimeError(f"float32 export failed: {tail[0]}") from None
     raise kind(reply["message"])
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,20 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+@pytest.fixture(scope="module")
+def module_tmp(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A folder for the files one module shares, removed when the module is done.
+
+    Full-size models are 100-550 MB a file: kept for the whole session (pytest's default),
+    one run of the suite would hold ~20 GB of a disk that CI shares.
+    """
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -75,10 +75,10 @@ def test_too_small_input_size_before_any_work(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def ckpts(module_tmp: Path) -> dict[str, Path]:
     from codenn_convert.init import realistic_state
 
-    d = tmp_path_factory.mktemp("cli")
+    d = module_tmp
     state = realistic_state("alexnet", seed=1)
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, d / "alexnet.pth")
     bad_shape = {**state, "features.3.weight": np.zeros((192, 64, 3, 3), np.float32)}

@@ -18,8 +18,8 @@ from codenn_convert.twins import torch_twin
 
 
 @pytest.fixture(scope="module")
-def alexnet_pt(tmp_path_factory: pytest.TempPathFactory, alexnet_state) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path_factory.mktemp("ckpt") / "alexnet.pth"
+def alexnet_pt(module_tmp: Path, alexnet_state) -> Path:  # type: ignore[no-untyped-def]
+    path = module_tmp / "alexnet.pth"
     torch.save({k: torch.from_numpy(v) for k, v in alexnet_state.items()}, path)
     return path
 

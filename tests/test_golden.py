@@ -20,9 +20,9 @@ from tests.test_verify_artifacts import _to_nhwc
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def recorded(module_tmp: Path) -> dict[str, Path]:
     """A verified AlexNet run at 64x64 with its golden file and both of our exports."""
-    d = tmp_path_factory.mktemp("golden")
+    d = module_tmp
     proc = run_cli("verify", "alexnet", "--input-size", "64", "64", "--seed", "4",
                    "--keep-onnx", str(d), "--save-golden", str(d / "g.npz"))
     assert proc.returncode == 0, proc.stdout + proc.stderr

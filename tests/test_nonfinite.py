@@ -37,8 +37,8 @@ def test_nan_against_finite_never_shows_cosine_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def corrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("nonfinite")
+def corrupted(module_tmp: Path) -> dict[str, Path]:
+    d = module_tmp
     state = realistic_state("resnet18", seed=0)
     for name, value in (("nan", np.nan), ("inf", np.inf)):
         bad = {k: v.copy() for k, v in state.items()}

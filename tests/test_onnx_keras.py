@@ -53,8 +53,8 @@ def small_model() -> Any:
 
 
 @pytest.fixture(scope="module")
-def small_onnx(small_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_keras_onnx(small_model, tmp_path_factory.mktemp("onnx") / "small.onnx")
+def small_onnx(small_model: Any, module_tmp: Path) -> Path:
+    return export_keras_onnx(small_model, module_tmp / "small.onnx")
 
 
 def _ort_logits(path: Path, x_nchw: np.ndarray) -> np.ndarray:

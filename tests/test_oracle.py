@@ -48,8 +48,8 @@ def test_histogram_bins_and_p99_against_the_schema() -> None:
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("oracle")
+def faulty(module_tmp: Path) -> dict[str, Path]:
+    d = module_tmp
     state = realistic_state("alexnet", seed=2)
     checkpoint.save_torch_state(state, d / "clean.safetensors")
     bad = {k: v.copy() for k, v in state.items()}

@@ -34,10 +34,10 @@ def _write_images(folder: Path, n: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+def exports(module_tmp: Path) -> dict[tuple[str, str], Path]:
     """Every framework x precision, exported by the CLI. torch's int8 is calibrated on an
     .npy batch, Keras's on a directory of images."""
-    tmp = tmp_path_factory.mktemp("precision")
+    tmp = module_tmp
     npy = tmp / "calib.npy"
     np.save(npy, prec.synthetic_images(NPY_SAMPLES, SIZE, seed=7))
     calibration = {"torch": str(npy), "keras": str(_write_images(tmp / "images", 3))}

@@ -36,10 +36,10 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles:
 
 
 @pytest.fixture(scope="module")
-def resnet18_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def resnet18_pth(module_tmp: Path) -> Path:
     from codenn_convert.init import realistic_state
 
-    path = tmp_path_factory.mktemp("r18") / "resnet18.pth"
+    path = module_tmp / "resnet18.pth"
     torch.save({k: torch.from_numpy(v) for k, v in realistic_state("resnet18").items()}, path)
     return path
 

@@ -42,8 +42,8 @@ def _to_nhwc(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("artifacts")
+def files(module_tmp: Path) -> dict[str, Path]:
+    d = module_tmp
     state = realistic_state("alexnet", seed=2)
     checkpoint.save_torch_state(state, d / "clean.safetensors")
     bad = {k: v.copy() for k, v in state.items()}

@@ -94,12 +94,12 @@ def test_verify_precision_adds_lossy_runtimes_judged_by_sqnr(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def user_files(module_tmp: Path) -> dict[str, Path]:
     """fp16 and int8 files exported by `codenn export`, the fp16 one without metadata (so
     its precision can only come from its graph)."""
     import onnx
 
-    d = tmp_path_factory.mktemp("lossy")
+    d = module_tmp
     files = {}
     for prec in ("fp16", "int8"):
         files[prec] = d / f"r18.{prec}.onnx"

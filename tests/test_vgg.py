@@ -301,7 +301,7 @@ def test_read_h5_without_keras_weights_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def keras_apps_vgg19(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def keras_apps_vgg19(module_tmp: Path) -> dict[str, Any]:
     """keras.applications.VGG19 with seeded He-scaled weights, saved in both layouts, and
     its prediction (softmax probabilities) on one N(0,1) 224x224 image."""
     import keras
@@ -322,7 +322,7 @@ def keras_apps_vgg19(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     x = rng.standard_normal((1, 224, 224, 3), dtype=np.float32)
     probs = np.asarray(model.predict(x, verbose=0))
 
-    folder = tmp_path_factory.mktemp("keras_apps")
+    folder = module_tmp
     keras3 = folder / "vgg19_apps.weights.h5"
     model.save_weights(str(keras3))
     legacy = folder / "vgg19_weights_tf_dim_ordering_tf_kernels.h5"
