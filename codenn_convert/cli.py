@@ -65,6 +65,25 @@ Rtol = Annotated[float | None, typer.Option(
     "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
     "for float32).")]
 
+# Floors of lossy (fp16/int8) pairs, for verify and check alike.
+MinSqnr = Annotated[float | None, typer.Option(
+    "--min-sqnr", metavar="DB", help="Lossy pairs: lowest SQNR of the logits in dB "
+    "(default per precision).")]
+MinCosine = Annotated[float | None, typer.Option(
+    "--min-cosine", help="Lossy pairs: lowest cosine similarity.")]
+MinTop1 = Annotated[float | None, typer.Option(
+    "--min-top1", help="Lossy pairs: lowest top-1 agreement (fraction of samples).")]
+MinTop5 = Annotated[float | None, typer.Option(
+    "--min-top5", help="Lossy pairs: lowest mean top-5 overlap.")]
+
+
+def _floors(min_sqnr: float | None, min_cosine: float | None, min_top1: float | None,
+            min_top5: float | None) -> dict[str, float]:
+    """The lossy floors given on the command line, as LossyThresholds overrides."""
+    given = {"min_sqnr_db": min_sqnr, "min_cosine": min_cosine, "min_top1": min_top1,
+             "min_top5": min_top5}
+    return {k: v for k, v in given.items() if v is not None}
+
 
 def _quiet_frameworks() -> None:
     # TF's C++ start-up chatter would bury our one-line messages.
@@ -434,16 +453,10 @@ def verify(
         help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
         "judged by lossy criteria and per-layer SQNR; repeatable or comma-separated.")
     ] = None,
-    min_sqnr: Annotated[float | None, typer.Option(
-        "--min-sqnr", metavar="DB", help="Lossy pairs: lowest SQNR of the logits in dB "
-        "(default per precision).")] = None,
-    min_cosine: Annotated[float | None, typer.Option(
-        "--min-cosine", help="Lossy pairs: lowest cosine similarity.")] = None,
-    min_top1: Annotated[float | None, typer.Option(
-        "--min-top1", help="Lossy pairs: lowest top-1 agreement (fraction of samples).")
-    ] = None,
-    min_top5: Annotated[float | None, typer.Option(
-        "--min-top5", help="Lossy pairs: lowest mean top-5 overlap.")] = None,
+    min_sqnr: MinSqnr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    min_top5: MinTop5 = None,
 ) -> None:
     """Run the same inputs through torch, keras, onnx-torch, onnx-keras (and given ONNX
     files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
@@ -459,9 +472,7 @@ def verify(
         runtimes=_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
         inputs=inputs or (), options=parse_options(model, option or []), work_dir=keep_onnx,
         save_golden=save_golden, precisions=_list(precision),
-        thresholds={k: v for k, v in {"min_sqnr_db": min_sqnr, "min_cosine": min_cosine,
-                                      "min_top1": min_top1, "min_top5": min_top5}.items()
-                    if v is not None})
+        thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5))
     config.check()
     if json_path is not None:
         ensure_writable(json_path)
@@ -480,14 +491,21 @@ def check(
                                          help="Golden file from `codenn verify --save-golden`.")],
     rtol: Rtol = None,
     json_path: JsonPath = None,
+    min_sqnr: MinSqnr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    min_top5: MinTop5 = None,
 ) -> None:
-    """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow)."""
+    """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow).
+    A float32 file is held to --rtol; an fp16/int8 one (detected from its graph) to its
+    precision's floors, as verify judges it."""
     from codenn_convert.checkpoint import ensure_writable
     from codenn_convert.golden import check_onnx
 
     if json_path is not None:
         ensure_writable(json_path)
-    _finish(check_onnx(onnx_file, golden, rtol=rtol), json_path)
+    _finish(check_onnx(onnx_file, golden, rtol=rtol,
+                       thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5)), json_path)
 
 
 @app.command()

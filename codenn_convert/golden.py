@@ -12,9 +12,11 @@ array's dtype and shape checked. This module imports neither torch nor TensorFlo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,28 +134,67 @@ def load_golden(path: str | os.PathLike[str]) -> Golden:
 
 
 def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike[str], *,
-               rtol: float | None = None) -> list[Any]:
+               rtol: float | None = None, thresholds: Mapping[str, float] | None = None,
+               ) -> list[Any]:
     """Run ``onnx_path`` on a golden file's inputs; one ModelResult per stored input.
 
     The pair is ``golden`` (the stored torch logits) vs ``onnx:<file name>``, with the
-    verifier's metrics and the distance of both to the stored float64 result.
+    verifier's metrics and the distance of both to the stored float64 result. A float32 file
+    is held to ``rtol``; an fp16/int8 one (detected from its graph) to that precision's
+    floors, with ``thresholds`` overriding them, as ``codenn verify`` judges it.
     """
+    from codenn_convert.precision import check_thresholds
     from codenn_convert.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
     from codenn_convert.verification import ModelResult, compare_runners, fill_results
 
     if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
         raise UsageError(f"rtol must be a positive finite number, got {rtol}")
+    check_thresholds(thresholds or {})
     golden = load_golden(golden_path)
     tol = golden.rtol if rtol is None else rtol
     onnx = OnnxRunner(onnx_path, name=ONNX_FILE_PREFIX + Path(onnx_path).name,
-                      input_size=golden.input_size)
+                      input_size=golden.input_size, precision=None)
     onnx.check()
-    inputs = list(zip(golden.labels, golden.inputs, strict=True))
+    inputs, notes = _judged_inputs(golden, onnx.precision, Path(golden_path))
+    for note in notes:
+        logging.getLogger("codenn_convert.notes").info(note)
     results = [ModelResult(model=golden.model, input_shape=list(x.shape), seed=golden.seed,
-                           rtol=tol, inputs=label, options=golden.options)
-               for label, x in inputs]
+                           rtol=tol, inputs=label, options=golden.options, notes=list(notes))
+               for label, x, _, _ in inputs]
+
+    def judge(a: str, b: str, ya: np.ndarray, yb: np.ndarray) -> Any:
+        from codenn_convert.metrics import judge_pair
+
+        return judge_pair(a, b, ya, yb, precision=onnx.precision, rtol=tol,
+                          overrides=thresholds)
+
+    xs = [x for _, x, _, _ in inputs]
     found = compare_runners(
-        [StoredRunner("golden", golden.inputs, golden.reference), onnx], inputs, rtol=tol,
-        oracle=StoredRunner("float64", golden.inputs, golden.exact))
+        [StoredRunner("golden", xs, [r for _, _, r, _ in inputs]), onnx],
+        [(label, x) for label, x, _, _ in inputs], rtol=tol,
+        oracle=StoredRunner("float64", xs, [e for _, _, _, e in inputs]), judge=judge)
     fill_results(results, found)
     return results
+
+
+def _judged_inputs(golden: Golden, precision: str, path: Path
+                   ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[str]]:
+    """The stored inputs a ``precision`` file is judged on, and a note on any left out.
+
+    int8 ranges are calibrated on image-like data, and N(0,1) noise overflows them, so the
+    verifier never judges int8 on it (:func:`codenn_convert.verification._lossy_inputs`).
+    """
+    from codenn_convert.inputs import NORMAL_INPUTS
+
+    stored = list(zip(golden.labels, golden.inputs, golden.reference, golden.exact,
+                      strict=True))
+    if precision != "int8":
+        return stored, []
+    kept = [s for s in stored if s[0] != NORMAL_INPUTS]
+    if not kept:
+        raise UsageError(
+            f"{path} holds only N(0,1) noise, on which int8 is not judged (it overflows the "
+            f"calibrated ranges); record one on image-like inputs: codenn verify "
+            f"{golden.model} --precision int8 --save-golden {path.name}")
+    skipped = len(stored) - len(kept)
+    return kept, [f"int8: {skipped} N(0,1) input batch left out"] if skipped else []

@@ -10,7 +10,7 @@ makes them meaningless (masking it out could show a perfect 1.0 for a broken out
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -156,6 +156,18 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
                                layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
     result.passed = result.lossy.passed
     return result
+
+
+def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str, rtol: float,
+               overrides: Mapping[str, float] | None = None) -> PairResult:
+    """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
+    of fp16/int8, that precision's floors (with ``overrides``)."""
+    from codenn_convert.precision import floors
+
+    if precision == "fp32":
+        return compare(ya, yb, rtol=rtol, names=(a, b))
+    return compare_lossy(ya, yb, precision=precision, thresholds=floors(precision, overrides),
+                         rtol=rtol, names=(a, b))
 
 
 def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:

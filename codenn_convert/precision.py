@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -458,3 +458,16 @@ DEFAULT_THRESHOLDS: dict[Precision, LossyThresholds] = {
     "fp16": LossyThresholds(min_sqnr_db=35.0, min_cosine=0.9998, min_top1=0.5, min_top5=0.8),
     "int8": LossyThresholds(min_sqnr_db=20.0, min_cosine=0.99, min_top1=0.5, min_top5=0.8),
 }
+
+
+def check_thresholds(overrides: Mapping[str, float]) -> None:
+    """Overrides of :data:`DEFAULT_THRESHOLDS` must name a field and be finite."""
+    known = set(LossyThresholds.__dataclass_fields__)
+    for key, value in overrides.items():
+        if key not in known or not math.isfinite(value):
+            raise UsageError(f"bad lossy threshold {key}={value}")
+
+
+def floors(precision: str, overrides: Mapping[str, float] | None = None) -> LossyThresholds:
+    """The floors a ``precision`` output is judged by: the defaults, with ``overrides``."""
+    return replace(DEFAULT_THRESHOLDS[precision], **(overrides or {}))  # type: ignore[index]

@@ -40,7 +40,7 @@ import numpy as np
 from codenn_convert.errors import CodennError, UsageError
 from codenn_convert.inputs import NORMAL_INPUTS, Batch, seeded_batch
 from codenn_convert.localise import LAYER_RTOL, LayerError
-from codenn_convert.metrics import PairResult, compare, errors_vs_exact, farther_side
+from codenn_convert.metrics import PairResult, compare, errors_vs_exact, farther_side, judge_pair
 from codenn_convert.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
 
 __all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "ModelResult",
@@ -104,7 +104,7 @@ class VerifyOptions:
 
     def check_lossy(self) -> None:
         """Known reduced precisions, an ONNX runtime to convert, finite thresholds."""
-        from codenn_convert.precision import LossyThresholds
+        from codenn_convert.precision import check_thresholds
 
         bad = [p for p in self.precisions if p not in LOSSY_PRECISIONS]
         if bad:
@@ -113,10 +113,7 @@ class VerifyOptions:
         if self.precisions and not {"onnx-torch", "onnx-keras"} & set(self.runtimes):
             raise UsageError("--precision converts our ONNX exports: keep onnx-torch or "
                              "onnx-keras in runtimes")
-        known = set(LossyThresholds.__dataclass_fields__)
-        for key, value in self.thresholds.items():
-            if key not in known or not math.isfinite(value):
-                raise UsageError(f"bad lossy threshold {key}={value}")
+        check_thresholds(self.thresholds)
 
 
 @dataclass
@@ -540,16 +537,8 @@ class VerifyRun:
 
     def judge(self, a: str, b: str, ya: np.ndarray, yb: np.ndarray) -> PairResult:
         """The float32 rule, or for a reduced-precision ``b`` the lossy criteria."""
-        from codenn_convert.metrics import compare_lossy
-        from codenn_convert.precision import DEFAULT_THRESHOLDS
-
-        precision = self.precision_of.get(b, "fp32")
-        if precision == "fp32":
-            return compare(ya, yb, rtol=self.tol, names=(a, b))
-        floors = replace(DEFAULT_THRESHOLDS[precision],  # type: ignore[index]
-                         **self.config.thresholds)
-        return compare_lossy(ya, yb, precision=precision, thresholds=floors, rtol=self.tol,
-                             names=(a, b))
+        return judge_pair(a, b, ya, yb, precision=self.precision_of.get(b, "fp32"),
+                          rtol=self.tol, overrides=self.config.thresholds)
 
     def run(self) -> list[ModelResult]:
         with tempfile.TemporaryDirectory(prefix="codenn-") as tmp:

@@ -135,17 +135,22 @@ def test_lossy_thresholds_can_be_overridden(user_files: dict[str, Path], tmp_pat
     assert "SQNR" in proc.stdout and "(min 200)" in proc.stdout
 
 
-def test_a_planted_fault_in_an_fp16_file_is_named(user_files: dict[str, Path],
-                                                  tmp_path: Path) -> None:
+def _negate_conv(src: Path, dst: Path) -> Path:
+    """``src`` (fp16) with layer1.0.conv2's weight negated: a planted fault."""
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(user_files["fp16"]))
+    model = onnx.load(str(src))
     [weight] = [t for t in model.graph.initializer if t.name == "layer1.0.conv2.weight"]
     assert weight.data_type == onnx.TensorProto.FLOAT16
     weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
-    faulty = tmp_path / "faulty.fp16.onnx"
-    onnx.save(model, str(faulty))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_a_planted_fault_in_an_fp16_file_is_named(user_files: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    faulty = _negate_conv(user_files["fp16"], tmp_path / "faulty.fp16.onnx")
     out = tmp_path / "f.json"
     proc = run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
                    "--json", str(out))
@@ -230,3 +235,77 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
     # The layer fails the pair (-6 dB: the error is twice the signal) whatever the logits do.
     by_name = {e["name"]: e["sqnr_db"] for e in p["layers"]}
     assert by_name["layer2.0.bn1"] < 0 < p["lossy"]["layer_min_sqnr_db"] < by_name["layer1.1.bn2"]
+
+
+# --------------------------------------------------------------------------- codenn check
+
+
+@pytest.fixture(scope="module")
+def goldens(user_files: dict[str, Path], module_tmp: Path) -> dict[str, Path]:
+    """``lossy``: recorded beside the user's int8 file (image-like inputs); ``mixed``: a
+    float32 run on N(0,1) noise plus an image-like ``.npy`` batch."""
+    from codenn_convert.precision import synthetic_images
+
+    lossy, mixed, npy = (module_tmp / n for n in ("lossy.npz", "mixed.npz", "imgs.npy"))
+    _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
+                str(user_files["int8"]), "--save-golden", str(lossy)))
+    np.save(npy, synthetic_images(2, (64, 64), seed=7))
+    _ok(run_cli("verify", "resnet18", "--runtimes", "torch,onnx-torch", "--inputs", str(npy),
+                "--save-golden", str(mixed)))
+    return {"lossy": lossy, "mixed": mixed}
+
+
+def _check(onnx_file: Path, golden: Path, js: Path, *args: str) -> tuple[Any, list[Any]]:
+    proc = run_cli("check", str(onnx_file), "--golden", str(golden), "--json", str(js), *args)
+    models = json.loads(js.read_text())["models"] if js.exists() else []
+    return proc, [p for m in models for p in m["pairs"]]
+
+
+@pytest.mark.parametrize("prec", ["fp16", "int8"])
+def test_check_judges_a_reduced_precision_file_by_its_floors(
+        prec: str, user_files: dict[str, Path], goldens: dict[str, Path], tmp_path: Path) -> None:
+    proc, [p] = _check(user_files[prec], goldens["lossy"], tmp_path / "c.json")
+    _ok(proc)
+    assert p["lossy"]["precision"] == prec and p["passed"]
+    assert p["lossy"]["sqnr_db"] >= DEFAULT_THRESHOLDS[prec].min_sqnr_db  # type: ignore[index]
+    assert p["max_rel"] > 1e-5  # the float32 rule would have failed it
+
+
+def test_check_fails_a_faulty_fp16_file_and_honours_raised_floors(
+        user_files: dict[str, Path], goldens: dict[str, Path], tmp_path: Path) -> None:
+    faulty = _negate_conv(user_files["fp16"], tmp_path / "faulty.fp16.onnx")
+    proc, [p] = _check(faulty, goldens["lossy"], tmp_path / "f.json")
+    _ok(proc, 1)
+    assert not p["lossy"]["passed"] and p["lossy"]["sqnr_db"] < 35
+    proc, [p] = _check(user_files["fp16"], goldens["lossy"], tmp_path / "r.json",
+                       "--min-sqnr", "200")
+    _ok(proc, 1)
+    assert p["lossy"]["thresholds"]["min_sqnr_db"] == 200 and "(min 200)" in proc.stdout
+
+
+def test_check_leaves_noise_out_of_an_int8_verdict(
+        user_files: dict[str, Path], goldens: dict[str, Path], tmp_path: Path) -> None:
+    proc, pairs = _check(user_files["int8"], goldens["mixed"], tmp_path / "m.json")
+    _ok(proc)
+    assert [p["lossy"]["precision"] for p in pairs] == ["int8"]  # the .npy batch only
+    assert "note: int8: 1 N(0,1) input batch left out" in proc.stderr
+    # fp16 is judged on noise too: both batches.
+    proc, pairs = _check(user_files["fp16"], goldens["mixed"], tmp_path / "h.json")
+    _ok(proc)
+    assert len(pairs) == 2 and all(p["passed"] for p in pairs)
+
+
+def test_check_refuses_to_judge_int8_on_noise_alone(user_files: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    from codenn_convert.golden import Golden, save_golden
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((2, 1000))
+    noise = save_golden(tmp_path / "noise.npz", Golden(
+        model="resnet18", labels=["normal(0,1)"], inputs=[rng.standard_normal(
+            (2, 3, 64, 64), dtype=np.float32)], reference=[y.astype(np.float32)], exact=[y],
+        rtol=1e-5))
+    proc = run_cli("check", str(user_files["int8"]), "--golden", str(noise))
+    _ok(proc, 2)
+    [line] = proc.stderr.strip().splitlines()
+    assert "only N(0,1) noise" in line and "--precision int8 --save-golden noise.npz" in line
