@@ -540,14 +540,34 @@ def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     """One report from several (e.g. CI shards): their model entries in the order given,
-    the first file's environment."""
+    and one environment that hides no difference between them (:func:`merge_environments`)."""
     from codenn_convert.errors import UsageError
 
     if not paths:
         raise UsageError("--from-json needs at least one JSON report file")
     shards = [read_json_report(p) for p in paths]
-    return {"environment": shards[0]["environment"],
+    return {"environment": merge_environments([s["environment"] for s in shards]),
             "models": [m for shard in shards for m in shard["models"]]}
+
+
+def merge_environments(envs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' environments as one: a value they share is kept; differing versions,
+    CPUs or platforms are listed ``"2.13.0 | 2.12.0"`` (a job on another stack must show);
+    ``time`` is the latest; ``shards`` counts them."""
+    if len(envs) == 1:
+        return dict(envs[0])
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for env in envs for k in env):
+        values = list(dict.fromkeys(json.dumps(env.get(key)) for env in envs))
+        if len(values) == 1:
+            merged[key] = envs[0].get(key)
+        elif key == "time":
+            merged[key] = max(str(env.get(key)) for env in envs)
+        else:  # a count (cpu_count) too: the schema's strings hold every value
+            shown = [json.loads(v) for v in values]
+            merged[key] = " | ".join("not installed" if v is None else str(v) for v in shown)
+    merged["shards"] = len(envs)
+    return merged
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report

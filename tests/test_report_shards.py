@@ -58,3 +58,29 @@ def test_from_json_errors(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_shards_from_different_stacks_show_it(tmp_path: Path) -> None:
+    import jsonschema
+
+    from codenn_convert.verification import ModelResult
+
+    entries = [ModelResult(model=m, input_shape=[2, 3, 64, 64], seed=0, rtol=1e-5,
+                           inputs="normal(0,1)").to_dict() for m in MODELS]
+    env = rep.environment()
+    other = {**env, "torch": "2.12.0", "cpu_count": 64, "time": "2099-01-01T00:00:00+00:00"}
+    shards = []
+    for k, (entry, e) in enumerate(zip(entries, (env, other), strict=True)):
+        shards.append(tmp_path / f"{k}.json")
+        shards[-1].write_text(json.dumps({"environment": e, "models": [entry]}))
+    merged = rep.merge_reports(shards)
+    jsonschema.validate(merged, rep.schema(), cls=jsonschema.Draft202012Validator)
+    got = merged["environment"]
+    assert got["torch"] == f"{env['torch']} | 2.12.0"
+    assert got["cpu_count"] == f"{env['cpu_count']} | 64"
+    assert got["time"] == "2099-01-01T00:00:00+00:00" and got["shards"] == 2
+    assert got["numpy"] == env["numpy"]  # shared values stay as they are
+    assert rep.merge_reports(shards[:1])["environment"] == env  # one file: unchanged
+    proc = run_cli("report", "--from-json", *map(str, shards), "-o", str(tmp_path / "o"))
+    md = (tmp_path / "o" / "parity.md").read_text()
+    assert f"torch {env['torch']} | 2.12.0" in md and "shards 2" in md, proc.stderr
