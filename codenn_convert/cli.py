@@ -64,6 +64,10 @@ JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the JSON re
 Rtol = Annotated[float | None, typer.Option(
     "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
     "for float32).")]
+Precisions = Annotated[list[str] | None, typer.Option(
+    "--precision", metavar="fp16|int8",
+    help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
+    "judged by lossy criteria and per-layer SQNR; repeatable or comma-separated.")]
 
 # Floors of lossy (fp16/int8) pairs, for verify and check alike.
 MinSqnr = Annotated[float | None, typer.Option(
@@ -448,11 +452,7 @@ def verify(
                                                    "this directory.")] = None,
     rtol: Rtol = None,
     option: Options = None,
-    precision: Annotated[list[str] | None, typer.Option(
-        "--precision", metavar="fp16|int8",
-        help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
-        "judged by lossy criteria and per-layer SQNR; repeatable or comma-separated.")
-    ] = None,
+    precision: Precisions = None,
     min_sqnr: MinSqnr = None,
     min_cosine: MinCosine = None,
     min_top1: MinTop1 = None,
@@ -524,31 +524,35 @@ def report(
     layers: Annotated[bool, typer.Option(
         "--layers/--no-layers", help="Per-layer errors of torch vs keras for the plots "
         "(failing pairs are localised either way).")] = True,
+    precision: Precisions = None,
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
+    from codenn_convert.verification import VerifyOptions
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")
+    if from_json and precision:
+        raise CodennError("--precision runs models; --from-json only renders what was run")
     if from_json:
         data = rep.merge_reports(models or [])
     else:
-        data = rep.build_report(_verify_set(models, all_models, batch, seed, layers))
+        config = VerifyOptions(batch=batch, seed=seed, precisions=_list(precision),
+                               layers=[("torch", "keras")] if layers else False)
+        config.check()
+        data = rep.build_report(_verify_set(models, all_models, config))
     for path in rep.write_reports(data, out_dir):
         out.print(f"wrote {path}", highlight=False)
     raise typer.Exit(0 if rep.report_passed(data) else 1)
 
 
-def _verify_set(models: list[str] | None, all_models: bool, batch: int, seed: int,
-                layers: bool) -> list[Any]:
+def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list[Any]:
     """Verify the chosen models, printing each result as it comes; progress as a spinner on
     a terminal, as one timed line per stage in a log."""
     from codenn_convert.registry import list_models
-    from codenn_convert.verification import VerifyOptions, verify_many
+    from codenn_convert.verification import verify_many
 
     names = list_models() if all_models else (models or list_models(default_only=True))
-    config = VerifyOptions(batch=batch, seed=seed,
-                           layers=[("torch", "keras")] if layers else False)
     finished = [0]
 
     def done(result: Any) -> None:

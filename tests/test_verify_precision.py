@@ -309,3 +309,29 @@ def test_check_refuses_to_judge_int8_on_noise_alone(user_files: dict[str, Path],
     _ok(proc, 2)
     [line] = proc.stderr.strip().splitlines()
     assert "only N(0,1) noise" in line and "--precision int8 --save-golden noise.npz" in line
+
+
+# --------------------------------------------------------------------------- codenn report
+
+
+def test_report_precision_adds_the_lossy_runtimes_to_every_form(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    _ok(run_cli("report", "resnet18", "--precision", "fp16", "--no-layers", "-o", str(out)))
+    pairs = _pairs(out / "parity.json")
+    for side in ("onnx-torch", "onnx-keras"):
+        lossy = pairs[f"{side} vs {side}-fp16"]["lossy"]
+        assert lossy["precision"] == "fp16" and lossy["passed"] and lossy["sqnr_db"] >= 35
+    assert "| onnx-keras vs onnx-keras-fp16 | fp16 |" in (out / "parity.md").read_text()
+    junit = (out / "junit.xml").read_text()
+    assert 'name="onnx-torch vs onnx-torch-fp16 [synthetic:seed 1]"' in junit
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("resnet18", "--precision", "fp8"), "unknown precision 'fp8'"),
+    (("--from-json", "x.json", "--precision", "fp16"), "--from-json only renders"),
+])
+def test_report_precision_errors(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:
+    proc = run_cli("report", *args, "-o", str(tmp_path / "o"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not (tmp_path / "o").exists()
