@@ -64,6 +64,23 @@ JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the JSON re
 Rtol = Annotated[float | None, typer.Option(
     "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
     "for float32).")]
+# Options of verify (and of report, where they make sense), declared once.
+Batch = Annotated[int, typer.Option("--batch", min=1, help="Batch size.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")]
+OnnxFiles = Annotated[list[Path] | None, typer.Option(
+    "--onnx", metavar="FILE.onnx",
+    help="ONNX file (NCHW or NHWC input) to compare too, as runtime onnx:<file name>; "
+    "repeatable.")]
+Photos = Annotated[list[Path] | None, typer.Option(
+    "--image", metavar="PHOTO",
+    help="Also check on this photo (ImageNet pre-processing); repeatable.")]
+NpyInputs = Annotated[list[Path] | None, typer.Option(
+    "--inputs", metavar="FILE.npy",
+    help="Also check on this float32 NCHW batch [N, 3, H, W] (H, W set the input size); "
+    "repeatable.")]
+Runtimes = Annotated[str | None, typer.Option(
+    "--runtimes", metavar="LIST",
+    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")]
 Precisions = Annotated[list[str] | None, typer.Option(
     "--precision", metavar="fp16|int8",
     help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
@@ -422,25 +439,13 @@ def verify(
         "--torch-weights", help="Checkpoint for the torch side (torch, onnx-torch).")] = None,
     keras_weights: Annotated[Path | None, typer.Option(
         "--keras-weights", help="Checkpoint for the Keras side (keras, onnx-keras).")] = None,
-    onnx: Annotated[list[Path] | None, typer.Option(
-        "--onnx", metavar="FILE.onnx",
-        help="ONNX file (NCHW or NHWC input) to compare too, as runtime "
-        "onnx:<file name>; repeatable.")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")] = 0,
+    onnx: OnnxFiles = None,
+    batch: Batch = 2,
+    seed: Seed = 0,
     input_size: InputSize = None,
-    image: Annotated[list[Path] | None, typer.Option(
-        "--image", metavar="PHOTO",
-        help="Also check on this photo (ImageNet pre-processing); repeatable.")
-    ] = None,
-    inputs: Annotated[list[Path] | None, typer.Option(
-        "--inputs", metavar="FILE.npy",
-        help="Also check on this float32 NCHW batch [N, 3, H, W] (H, W set the input size); "
-        "repeatable.")] = None,
-    runtimes: Annotated[str | None, typer.Option(
-        "--runtimes", metavar="LIST",
-        help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")
-    ] = None,
+    image: Photos = None,
+    inputs: NpyInputs = None,
+    runtimes: Runtimes = None,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Compare every mapped layer of every pair (failing pairs always "
         "are).")] = False,
@@ -519,8 +524,8 @@ def report(
         "instead of running models.")] = False,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path(
         "reports"),
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size.")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
+    batch: Batch = 2,
+    seed: Seed = 0,
     layers: Annotated[bool, typer.Option(
         "--layers/--no-layers", help="Per-layer errors of torch vs keras for the plots "
         "(failing pairs are localised either way).")] = True,
