@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from codenn_convert.errors import CheckpointError, OutputError, UsageError, disk_full
+from codenn_convert.errors import (
+    CheckpointError,
+    CodennError,
+    OutputError,
+    UsageError,
+    disk_full,
+)
 
 Format = Literal["pt", "safetensors", "keras"]
 Layout = Literal["torch", "keras"]
@@ -95,8 +101,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
         os.replace(tmp, dst)
     except BaseException as exc:
-        # Measured before the partial file goes; an interrupt stays an interrupt.
-        full = disk_full(exc, parent) if isinstance(exc, Exception) else None
+        # Measured before the partial file goes. An interrupt stays an interrupt, and our
+        # own errors already say what is wrong.
+        ours = isinstance(exc, CodennError) or not isinstance(exc, Exception)
+        full = None if ours else disk_full(exc, parent)
         tmp.unlink(missing_ok=True)
         if full is not None:
             raise full from exc

@@ -84,3 +84,11 @@ def test_convert_on_a_full_disk_is_one_line_and_exit_2(
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     assert dst.read_bytes() == b"previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alexnet.pth", "alexnet.safetensors"]
+
+
+def test_our_own_errors_are_kept_on_a_nearly_full_disk(nearly_full: None, tmp_path: Path
+                                                       ) -> None:
+    with pytest.raises(errors.CheckpointError, match="bad tensor"), \
+            checkpoint.atomic_output(tmp_path / "x.bin"):
+        raise errors.CheckpointError("bad tensor")
+    assert list(tmp_path.iterdir()) == []
