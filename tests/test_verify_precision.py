@@ -62,7 +62,11 @@ def test_precision_is_lost_where_sqnr_falls_most() -> None:
 
 def test_verify_precision_adds_lossy_runtimes_judged_by_sqnr(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    _ok(run_cli("verify", "resnet18", *SIZE, "--precision", "fp16,int8", "--json", str(out)))
+    # Batch 8: top-5 overlap is a mean over samples, and at batch 2 one near-tie of this
+    # random-weight 64x64 net is 0.1 of it (onnx-keras-int8 measured 0.80 at batch 2, 0.875
+    # at batch 8; the floor is 0.8).
+    _ok(run_cli("verify", "resnet18", *SIZE, "--batch", "8", "--precision", "fp16,int8",
+                "--json", str(out)))
     pairs = _pairs(out)
     for side in ("onnx-torch", "onnx-keras"):
         for prec in ("fp16", "int8"):
