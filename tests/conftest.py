@@ -48,6 +48,28 @@ def alexnet_state() -> dict[str, np.ndarray]:
     return realistic_state("alexnet", seed=0)
 
 
+#: The conv whose channel 7 :func:`write_faulty_alexnet` puts 2% off (AlexNet's second).
+FAULT = "features.3"
+
+
+def write_faulty_alexnet(folder: Path, input_size: tuple[int, int]) -> None:
+    """AlexNet (seed 2) in ``folder``: ``clean.safetensors``, and ``bad.safetensors``,
+    ``bad.weights.h5``, ``bad.onnx`` with one output channel of :data:`FAULT` 2% off."""
+    from codenn_convert import checkpoint
+    from codenn_convert.convert import convert_checkpoint
+    from codenn_convert.export import export_onnx
+    from codenn_convert.init import realistic_state
+
+    state = realistic_state("alexnet", seed=2)
+    checkpoint.save_torch_state(state, folder / "clean.safetensors")
+    bad = {k: v.copy() for k, v in state.items()}
+    bad[f"{FAULT}.weight"][7] *= 1.02
+    checkpoint.save_torch_state(bad, folder / "bad.safetensors")
+    convert_checkpoint("alexnet", folder / "bad.safetensors", folder / "bad.weights.h5")
+    export_onnx("alexnet", "torch", folder / "bad.onnx", weights=folder / "bad.safetensors",
+                input_size=input_size)
+
+
 def max_rel(a: np.ndarray, b: np.ndarray) -> float:
     """max|a-b| / max|a|, the project's float32 parity measure."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

@@ -13,13 +13,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from codenn_convert import checkpoint
 from codenn_convert import report as rep
-from codenn_convert.convert import convert_checkpoint
-from codenn_convert.export import export_onnx
-from codenn_convert.init import realistic_state
 from codenn_convert.metrics import HIST_EDGES, compare
 from codenn_convert.verification import ModelResult, verify
+from tests.conftest import write_faulty_alexnet
 
 SIZE = (64, 64)
 
@@ -49,16 +46,8 @@ def test_histogram_bins_and_p99_against_the_schema() -> None:
 
 @pytest.fixture(scope="module")
 def faulty(module_tmp: Path) -> dict[str, Path]:
-    d = module_tmp
-    state = realistic_state("alexnet", seed=2)
-    checkpoint.save_torch_state(state, d / "clean.safetensors")
-    bad = {k: v.copy() for k, v in state.items()}
-    bad["features.3.weight"][7] *= 1.02  # one output channel 2% off
-    checkpoint.save_torch_state(bad, d / "bad.safetensors")
-    convert_checkpoint("alexnet", d / "bad.safetensors", d / "bad.weights.h5")
-    export_onnx("alexnet", "torch", d / "bad.onnx", weights=d / "bad.safetensors",
-                input_size=SIZE)
-    return {p.name: p for p in d.iterdir()}
+    write_faulty_alexnet(module_tmp, SIZE)
+    return {p.name: p for p in module_tmp.iterdir()}
 
 
 def test_clean_runtimes_sit_on_the_exact_result() -> None:

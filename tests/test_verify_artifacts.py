@@ -13,17 +13,15 @@ from onnx import helper
 from PIL import Image
 
 from codenn_convert import checkpoint
-from codenn_convert.convert import convert_checkpoint
 from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.export import export_onnx
 from codenn_convert.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
 from codenn_convert.init import realistic_state
 from codenn_convert.localise import LAYER_RTOL
 from codenn_convert.verification import verify, verify_inputs
-from tests.conftest import run_cli
+from tests.conftest import FAULT, run_cli, write_faulty_alexnet
 
 SIZE = (64, 64)
-FAULT = "features.3"  # AlexNet's second conv
 
 
 def _to_nhwc(src: Path, dst: Path) -> Path:
@@ -44,15 +42,8 @@ def _to_nhwc(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="module")
 def files(module_tmp: Path) -> dict[str, Path]:
     d = module_tmp
-    state = realistic_state("alexnet", seed=2)
-    checkpoint.save_torch_state(state, d / "clean.safetensors")
-    bad = {k: v.copy() for k, v in state.items()}
-    bad[f"{FAULT}.weight"][7] *= 1.02  # one output channel 2% off
-    checkpoint.save_torch_state(bad, d / "bad.safetensors")
-    convert_checkpoint("alexnet", d / "bad.safetensors", d / "bad.weights.h5")
+    write_faulty_alexnet(d, SIZE)
     export_onnx("alexnet", "torch", d / "clean.onnx", weights=d / "clean.safetensors",
-                input_size=SIZE)
-    export_onnx("alexnet", "torch", d / "bad.onnx", weights=d / "bad.safetensors",
                 input_size=SIZE)
     _to_nhwc(d / "clean.onnx", d / "clean_nhwc.onnx")
     _to_nhwc(d / "bad.onnx", d / "bad_nhwc.onnx")
