@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,21 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def heavy_imports(argv: list[str], watched: tuple[str, ...]) -> list[str]:
+    """Run ``codenn ARGV`` in a fresh interpreter (it must exit 0); the ``watched`` modules
+    it imported."""
+    code = (
+        "import json, sys\nfrom codenn_convert.cli import app\n"
+        f"sys.argv = ['codenn', *{argv!r}]\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        f"print(json.dumps(sorted(m for m in {watched!r} if m in sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

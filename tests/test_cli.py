@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from codenn_convert import checkpoint
-from tests.conftest import ROOT, run_cli
+from tests.conftest import heavy_imports, run_cli
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -27,17 +27,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> No
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"]])
 def test_help_and_list_import_no_framework(argv: list[str]) -> None:
-    code = (
-        "import sys\nfrom codenn_convert.cli import app\n"
-        f"sys.argv = ['codenn', *{argv!r}]\n"
-        "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-        "heavy = sorted(m for m in ('torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime')"
-        " if m in sys.modules)\nprint('HEAVY', heavy)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stdout
+    assert heavy_imports(argv, ("torch", "tensorflow", "keras", "onnx", "onnxruntime")) == []
 
 
 def test_version_from_outside_the_checkout(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from onnx import numpy_helper
 
 from codenn_convert.errors import CheckpointError
 from codenn_convert.golden import load_golden
-from tests.conftest import ROOT, run_cli
+from tests.conftest import heavy_imports, run_cli
 from tests.test_verify_artifacts import _to_nhwc
 
 
@@ -74,18 +72,8 @@ def test_check_fails_on_a_conv_scaled_by_five_percent(recorded: dict[str, Path],
 
 
 def test_check_imports_no_framework(recorded: dict[str, Path]) -> None:
-    code = (
-        "import sys\nfrom codenn_convert.cli import app\n"
-        f"sys.argv = ['codenn', 'check', {str(recorded['alexnet.keras.onnx'])!r}, "
-        f"'--golden', {str(recorded['g.npz'])!r}]\n"
-        "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-        "heavy = sorted(m for m in ('torch', 'tensorflow', 'keras', 'tf2onnx')"
-        " if m in sys.modules)\nprint('HEAVY', heavy)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "HEAVY []" in proc.stdout
+    argv = ["check", str(recorded["alexnet.keras.onnx"]), "--golden", str(recorded["g.npz"])]
+    assert heavy_imports(argv, ("torch", "tensorflow", "keras", "tf2onnx")) == []
 
 
 def test_damaged_or_foreign_golden_files(recorded: dict[str, Path], tmp_path: Path) -> None:
