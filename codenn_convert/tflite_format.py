@@ -1,0 +1,152 @@
+"""The LiteRT (``.tflite``) interface of our exports, read without TensorFlow or torch.
+
+A file we write takes one float32 image batch (NHWC ``[N, H, W, 3]`` by default, NCHW
+``[N, 3, H, W]`` with ``--layout nchw``; the batch can be resized) and gives one float32
+logits tensor ``[N, classes]``, whatever its precision. Its metadata (the flatbuffer's
+``metadata`` entries, one per key) records the model, layout, precision and source
+checkpoint. Only ``ai_edge_litert`` (its interpreter and its flatbuffer schema) is used here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codenn_convert.errors import CheckpointError, UsageError
+from codenn_convert.precision import META_PRECISION, Precision
+
+TFLITE_SUFFIX = ".tflite"
+#: Input layouts of an export: NHWC is LiteRT's native one (camera pipelines hand it over).
+LAYOUTS = ("nhwc", "nchw")
+DEFAULT_LAYOUT = "nhwc"
+#: Metadata keys of our files (``codenn.precision`` as in our ONNX files).
+META_MODEL = "codenn.model"
+META_LAYOUT = "codenn.layout"
+META_SOURCE = "codenn.source"
+__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "META_LAYOUT", "META_MODEL", "META_PRECISION",
+           "META_SOURCE", "TFLITE_SUFFIX", "check_layout", "detect_precision",
+           "input_layout", "open_interpreter", "read_metadata", "read_model_bytes"]
+
+#: A flatbuffer's file identifier sits at bytes 4..8; LiteRT's is ``TFL3``.
+_IDENTIFIER = b"TFL3"
+#: Tensor types that only a quantised graph holds as activations or weights.
+_INT_TYPES = (np.int8, np.uint8, np.int16)
+
+
+def check_layout(layout: str) -> str:
+    """``layout`` lower-cased if it is one we export, else a one-line :class:`UsageError`."""
+    if layout.lower() not in LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}; use {' or '.join(LAYOUTS)}")
+    return layout.lower()
+
+
+def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a LiteRT file, refused at once when it is not one (no identifier)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"LiteRT file not found: {path}")
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+        raise CheckpointError(f"{path} is not a LiteRT (.tflite) flatbuffer: no TFL3 "
+                              f"identifier")
+    return data
+
+
+def open_interpreter(data: bytes, path: str | os.PathLike[str], *, preserve: bool = False,
+                     threads: int | None = None) -> Any:
+    """An interpreter for ``data``; a damaged file is one :class:`CheckpointError`.
+
+    ``preserve`` keeps every intermediate tensor readable (layer-by-layer comparison) and
+    runs the reference kernels: the XNNPACK delegate, LiteRT's default on CPU, fuses whole
+    subgraphs into one node whose inner tensors are gone.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if preserve
+            else OpResolverType.AUTO)
+    try:
+        # The interpreter verifies the flatbuffer before building anything from it.
+        return Interpreter(model_content=data, num_threads=threads or os.cpu_count() or 1,
+                           experimental_op_resolver_type=kind,
+                           experimental_preserve_all_tensors=preserve)
+    except (ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path} is not a loadable LiteRT model: {first}") from None
+
+
+def input_layout(interpreter: Any, data: bytes, input_size: tuple[int, int],
+                 path: str | os.PathLike[str]) -> str:
+    """``NHWC`` or ``NCHW``: the layout of the one float32 image input of ``input_size``.
+
+    The file must map one image batch to one float32 logits tensor ``[N, classes]``.
+    """
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+    shapes = [list(d["shape_signature"]) for d in ins], [list(d["shape_signature"])
+                                                         for d in outs]
+    if len(ins) != 1 or len(outs) != 1:
+        raise UsageError(f"{path}: expected one image input and one logits output, found "
+                         f"{len(ins)} inputs {shapes[0]} and {len(outs)} outputs {shapes[1]}")
+    (inp,), (out,) = ins, outs
+    if inp["dtype"] != np.float32 or out["dtype"] != np.float32:
+        raise UsageError(f"{path}: input and output must be float32, found "
+                         f"{np.dtype(inp['dtype'])} -> {np.dtype(out['dtype'])}")
+    if len(shapes[1][0]) != 2:
+        raise UsageError(f"{path}: output shape {shapes[1][0]} is not logits [N, classes]")
+    dims, (h, w) = shapes[0][0], input_size
+    layouts = {"NCHW": [3, h, w], "NHWC": [h, w, 3]}
+    found = [k for k, want in layouts.items()
+             if len(dims) == 4 and all(d < 0 or d == e for d, e in zip(dims[1:], want,
+                                                                        strict=True))]
+    if not found:
+        raise UsageError(f"{path}: input shape {dims} fits neither NHWC [N, {h}, {w}, 3] nor "
+                         f"NCHW [N, 3, {h}, {w}] (the model's input size)")
+    declared = read_metadata_of(data).get(META_LAYOUT)
+    layout = found[0] if len(found) == 1 else (declared or "nhwc").upper()
+    if declared and declared.upper() != layout:
+        raise UsageError(f"{path}: metadata says {declared.upper()} input but the input "
+                         f"shape {dims} is {layout}")
+    return layout
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Our ``codenn.*`` metadata entries of a LiteRT file."""
+    return read_metadata_of(read_model_bytes(path))
+
+
+def read_metadata_of(data: bytes) -> dict[str, str]:
+    """Our ``codenn.*`` metadata entries of LiteRT model bytes (others are not text)."""
+    import struct
+
+    from ai_edge_litert.schema_py_generated import Model
+
+    found = {}
+    try:
+        model = Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            name = (entry.Name() or b"").decode("utf-8", "replace")
+            if name.startswith("codenn."):
+                buf = model.Buffers(entry.Buffer())
+                raw = bytes(buf.DataAsNumpy()) if buf is not None and buf.DataLength() else b""
+                found[name] = raw.decode("utf-8", "replace")
+    except (IndexError, struct.error, TypeError, ValueError) as exc:
+        raise CheckpointError(f"damaged LiteRT metadata: {exc}") from None
+    return found
+
+
+def detect_precision(interpreter: Any) -> Precision:
+    """The precision of any LiteRT model, from its tensor types (metadata is not trusted).
+
+    Integer activations or weights with quantisation scales make it int8; float16 tensors
+    (weights dequantised at load) make it fp16; else fp32.
+    """
+    types = [(np.dtype(t["dtype"]), t["quantization"]) for t in
+             interpreter.get_tensor_details()]
+    if any(dt in _INT_TYPES and q[0] != 0.0 for dt, q in types):
+        return "int8"
+    if any(dt == np.float16 for dt, _ in types):
+        return "fp16"
+    return "fp32"
