@@ -78,9 +78,14 @@ NpyInputs = Annotated[list[Path] | None, typer.Option(
     "--inputs", metavar="FILE.npy",
     help="Also check on this float32 NCHW batch [N, 3, H, W] (H, W set the input size); "
     "repeatable.")]
+TfliteFiles = Annotated[list[Path] | None, typer.Option(
+    "--tflite", metavar="FILE.tflite",
+    help="LiteRT file (NHWC or NCHW input) to compare too, as runtime tflite:<file name>; "
+    "repeatable.")]
 Runtimes = Annotated[str | None, typer.Option(
     "--runtimes", metavar="LIST",
-    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")]
+    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras,tflite (default: the "
+    "first four).")]
 Precisions = Annotated[list[str] | None, typer.Option(
     "--precision", metavar="fp16|int8",
     help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
@@ -296,12 +301,14 @@ def identify(
 @handled
 def export(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx path.")],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="Output .onnx or .tflite path (the suffix picks the format).")],
     framework: Annotated[str, typer.Option("--framework", help="torch or keras.")] = "torch",
     weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint, either layout.")
                        ] = None,
     input_size: InputSize = None,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 18,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18).")
+                     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     option: Options = None,
     allow_nonfinite: AllowNonfinite = False,
@@ -312,16 +319,23 @@ def export(
         "--calibration", metavar="FILE.npy|DIR",
         help="int8 calibration data: float32 NCHW .npy or a directory of images (default: "
         "seeded synthetic images, a stand-in for real data).")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", metavar="onnx|tflite", help="File format (default: from the output's "
+        "suffix).")] = None,
+    layout: Annotated[str | None, typer.Option(
+        "--layout", metavar="nhwc|nchw", help=".tflite input layout (default nhwc, LiteRT's "
+        "native one); ONNX is always nchw.")] = None,
 ) -> None:
-    """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
-    from codenn_convert.export.onnx_export import export_onnx
+    """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`), or the
+    Keras twin to LiteRT (.tflite: float32 NHWC input, resizable batch)."""
+    from codenn_convert.export.formats import FormatOptions, export_file
     from codenn_convert.registry import parse_options
 
     options = parse_options(model, option or [])
     with _progress(f"exporting {model} ({framework}) to {output}"):
-        path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
-                           input_size=input_size, opset=opset, seed=seed, options=options,
-                           allow_nonfinite=allow_nonfinite,
+        path = export_file(model, output, fmt=fmt, extra=FormatOptions(opset, layout),
+                           framework=framework, weights=weights, input_size=input_size,
+                           seed=seed, options=options, allow_nonfinite=allow_nonfinite,
                            precision=precision, calibration=calibration)
     out.print(f"wrote {path}", highlight=False)
 
@@ -440,6 +454,7 @@ def verify(
     keras_weights: Annotated[Path | None, typer.Option(
         "--keras-weights", help="Checkpoint for the Keras side (keras, onnx-keras).")] = None,
     onnx: OnnxFiles = None,
+    tflite: TfliteFiles = None,
     batch: Batch = 2,
     seed: Seed = 0,
     input_size: InputSize = None,
@@ -453,8 +468,8 @@ def verify(
     save_golden: Annotated[Path | None, typer.Option(
         "--save-golden", metavar="G.npz",
         help="Record inputs, torch and float64 logits for `codenn check`.")] = None,
-    keep_onnx: Annotated[Path | None, typer.Option("--keep-onnx", help="Keep the ONNX files in "
-                                                   "this directory.")] = None,
+    keep_onnx: Annotated[Path | None, typer.Option(
+        "--keep-onnx", help="Keep our exports (ONNX, .tflite) in this directory.")] = None,
     rtol: Rtol = None,
     option: Options = None,
     precision: Precisions = None,
@@ -473,7 +488,7 @@ def verify(
 
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
-        onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
+        onnx=onnx or (), tflite=tflite or (), batch=batch, seed=seed, input_size=input_size,
         runtimes=_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
         inputs=inputs or (), options=parse_options(model, option or []), work_dir=keep_onnx,
         save_golden=save_golden, precisions=_list(precision),
@@ -491,7 +506,8 @@ def verify(
 @app.command()
 @handled
 def check(
-    onnx_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="ONNX file to check.")],
+    onnx_file: Annotated[Path, typer.Argument(
+        metavar="MODEL.onnx|MODEL.tflite", help="ONNX or LiteRT file to check.")],
     golden: Annotated[Path, typer.Option("--golden", metavar="G.npz",
                                          help="Golden file from `codenn verify --save-golden`.")],
     rtol: Rtol = None,
@@ -501,9 +517,10 @@ def check(
     min_top1: MinTop1 = None,
     min_top5: MinTop5 = None,
 ) -> None:
-    """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow).
-    A float32 file is held to --rtol; an fp16/int8 one (detected from its graph) to its
-    precision's floors, as verify judges it."""
+    """Check an ONNX file (in onnxruntime) or a LiteRT file (in ai_edge_litert) against a
+    golden file, with no torch and no TensorFlow. A float32 file is held to --rtol; an
+    fp16/int8 one (detected from its graph or tensor types) to its precision's floors, as
+    verify judges it."""
     from codenn_convert.checkpoints.files import ensure_writable
     from codenn_convert.verification.golden import check_onnx
 

@@ -31,8 +31,9 @@ SCHEMA_FILE = "report.schema.json"
 #: The four report files, in the order they are written.
 REPORT_FILES = ("parity.json", "parity.md", "parity.html", "junit.xml")
 
-_PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "numpy")
-_DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow")}
+_PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai_edge_litert",
+             "numpy")
+_DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "ai_edge_litert": ("ai-edge-litert",)}
 
 
 def _version(pkg: str) -> str | None:

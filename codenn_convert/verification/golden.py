@@ -152,8 +152,13 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     check_thresholds(thresholds or {})
     golden = load_golden(golden_path)
     tol = golden.rtol if rtol is None else rtol
-    onnx = OnnxRunner(onnx_path, name=ONNX_FILE_PREFIX + Path(onnx_path).name,
-                      input_size=golden.input_size, precision=None)
+    onnx: Any = OnnxRunner(onnx_path, name=ONNX_FILE_PREFIX + Path(onnx_path).name,
+                           input_size=golden.input_size, precision=None)
+    if Path(onnx_path).suffix.lower() == ".tflite":  # a LiteRT file, in ai_edge_litert
+        from codenn_convert.verification.litert_runner import TFLITE_FILE_PREFIX, TfliteRunner
+
+        onnx = TfliteRunner(onnx_path, name=TFLITE_FILE_PREFIX + Path(onnx_path).name,
+                            input_size=golden.input_size)
     onnx.check()
     inputs, notes = _judged_inputs(golden, onnx.precision, Path(golden_path))
     for note in notes:

@@ -56,6 +56,10 @@ __all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "Model
            "verify", "verify_inputs", "verify_many"]
 
 RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
+#: Runtimes that run only when asked for (``--runtimes ...,tflite``): the Keras twin's LiteRT
+#: export in ``ai_edge_litert``'s interpreter.
+OPTIONAL_RUNTIMES: tuple[str, ...] = ("tflite",)
+KNOWN_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES
 #: Reduced precisions the verifier can add to our ONNX runtimes.
 LOSSY_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 #: ``inputs`` label prefix of the synthetic photo-like batch used when lossy runtimes run.
@@ -74,6 +78,7 @@ class VerifyOptions:
     torch_weights: PathLike | None = None  # torch side (torch, onnx-torch)
     keras_weights: PathLike | None = None  # Keras side (keras, onnx-keras)
     onnx: Sequence[PathLike] = ()  # given ONNX files, runtimes onnx:<file name>
+    tflite: Sequence[PathLike] = ()  # given LiteRT files, runtimes tflite:<file name>
     batch: int = 2
     seed: int = 0
     input_size: tuple[int, int] | None = None
@@ -99,10 +104,11 @@ class VerifyOptions:
             raise UsageError(f"rtol must be a positive finite number, got {self.rtol}")
         if self.batch < 1:
             raise UsageError("batch must be at least 1")
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
-        if unknown or len(self.runtimes) + len(self.onnx) < 2:
-            raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)} and ONNX "
-                             f"files" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        unknown = [r for r in self.runtimes if r not in KNOWN_RUNTIMES]
+        if unknown or len(self.runtimes) + len(self.onnx) + len(self.tflite) < 2:
+            raise UsageError(f"runtimes must be two or more of {', '.join(KNOWN_RUNTIMES)}, "
+                             f"ONNX and LiteRT files"
+                             + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
         if self.weights is not None and (self.torch_weights or self.keras_weights):
             raise UsageError("give --weights (both sides) or --torch-weights/--keras-weights, "
                              "not both")
@@ -460,6 +466,7 @@ class VerifyRun:
         from codenn_convert.registry import get_spec
         from codenn_convert.twins import build as twins
         from codenn_convert.verification.inputs import collect_inputs, npy_input_size
+        from codenn_convert.verification.litert_runner import user_tflite_runners
         from codenn_convert.verification.runners import user_onnx_runners
 
         config.check()
@@ -468,7 +475,8 @@ class VerifyRun:
         self.size = twins.default_input_size(
             model, npy_input_size(config.inputs, config.input_size))
         # Given files are opened before any model work: a bad one costs nothing.
-        self.user = user_onnx_runners(config.onnx, self.size)
+        self.user: list[Runner] = [*user_onnx_runners(config.onnx, self.size),
+                                   *user_tflite_runners(config.tflite, self.size)]
         if config.save_golden is not None:
             ensure_writable(config.save_golden)
         self.inputs = collect_inputs(normal=config.normal, batch=config.batch,
@@ -519,6 +527,7 @@ class VerifyRun:
     def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
         """Our runtimes that were asked for, in order, then the given ONNX files."""
         from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
+        from codenn_convert.verification.litert_runner import keras_tflite_runner
         from codenn_convert.verification.runners import KerasRunner, OnnxRunner
 
         made: dict[str, Runner] = {
@@ -529,8 +538,10 @@ class VerifyRun:
             "onnx-keras": OnnxRunner(
                 out_dir / f"{self.model}.keras.onnx", name="onnx-keras", input_size=self.size,
                 export=lambda p: export_keras_model(kmodel, p)),
+            "tflite": keras_tflite_runner(kmodel, self.model, out_dir / f"{self.model}.tflite",
+                                          self.size),
         }
-        ours = [made[r] for r in RUNTIMES if r in self.config.runtimes]
+        ours = [made[r] for r in KNOWN_RUNTIMES if r in self.config.runtimes]
         return ours + self.lossy_runners(ours) + list(self.user)
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:

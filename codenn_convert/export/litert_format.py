@@ -9,14 +9,16 @@ checkpoint. Only ``ai_edge_litert`` (its interpreter and its flatbuffer schema) 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.precision import META_PRECISION, Precision
+from codenn_convert.export.precision import META_PRECISION, Precision
 
 TFLITE_SUFFIX = ".tflite"
 #: Input layouts of an export: NHWC is LiteRT's native one (camera pipelines hand it over).
@@ -28,7 +30,8 @@ META_LAYOUT = "codenn.layout"
 META_SOURCE = "codenn.source"
 __all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "META_LAYOUT", "META_MODEL", "META_PRECISION",
            "META_SOURCE", "TFLITE_SUFFIX", "check_layout", "detect_precision",
-           "input_layout", "open_interpreter", "read_metadata", "read_model_bytes"]
+           "input_layout", "open_interpreter", "read_metadata", "read_model_bytes",
+           "run_interpreter"]
 
 #: A flatbuffer's file identifier sits at bytes 4..8; LiteRT's is ``TFL3``.
 _IDENTIFIER = b"TFL3"
@@ -84,8 +87,8 @@ def input_layout(interpreter: Any, data: bytes, input_size: tuple[int, int],
     The file must map one image batch to one float32 logits tensor ``[N, classes]``.
     """
     ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
-    shapes = [list(d["shape_signature"]) for d in ins], [list(d["shape_signature"])
-                                                         for d in outs]
+    shapes = ([[int(v) for v in d["shape_signature"]] for d in ins],
+              [[int(v) for v in d["shape_signature"]] for d in outs])
     if len(ins) != 1 or len(outs) != 1:
         raise UsageError(f"{path}: expected one image input and one logits output, found "
                          f"{len(ins)} inputs {shapes[0]} and {len(outs)} outputs {shapes[1]}")
@@ -150,3 +153,41 @@ def detect_precision(interpreter: Any) -> Precision:
     if any(dt == np.float16 for dt, _ in types):
         return "fp16"
     return "fp32"
+
+
+def run_interpreter(interpreter: Any, x: np.ndarray, layout: str,
+                    tensors: Sequence[int] = ()) -> list[np.ndarray]:
+    """Run the NCHW batch ``x`` (transposed for an NHWC input) at its own batch size; the
+    logits, then copies of the tensors ``tensors``."""
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if layout == "NHWC" else x,
+                                np.float32)
+    if list(inp["shape"]) != list(feed.shape):
+        try:
+            interpreter.resize_tensor_input(inp["index"], list(feed.shape), strict=True)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"the LiteRT model cannot take a batch of {len(x)}: "
+                             f"{str(exc).splitlines()[0][:120]}") from None
+    with _native_stderr_silenced():  # LiteRT logs "INFO: Created ... XNNPACK delegate" here
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], feed)
+    interpreter.invoke()
+    return [np.array(interpreter.get_tensor(out["index"]))] + [
+        np.array(interpreter.get_tensor(t)) for t in tensors]
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null: LiteRT's C++ INFO lines would break the CLI's
+    one-line errors. Its failures still arrive, as the Python exception's message."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert.checkpoint import atomic_output
+from codenn_convert.checkpoints.files import atomic_output
 from codenn_convert.errors import UsageError
-from codenn_convert.precision import META_PRECISION, Calibration, check_precision
-from codenn_convert.tflite_format import (
+from codenn_convert.export.litert_format import (
     DEFAULT_LAYOUT,
     META_LAYOUT,
     META_MODEL,
@@ -38,6 +37,7 @@ from codenn_convert.tflite_format import (
     TFLITE_SUFFIX,
     check_layout,
 )
+from codenn_convert.export.precision import META_PRECISION, Calibration, check_precision
 
 #: Bytes per weight a file must at least hold per precision (the weight-less-file trap).
 _WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -73,9 +73,9 @@ def export_tflite(
     """Export ``model`` (its Keras twin, weights from ``weights`` of either layout or the
     seeded realistic ones) to the LiteRT file ``output``. ``framework`` only says which twin
     the user thinks of: both give the same file."""
-    from codenn_convert import twins
-    from codenn_convert.checkpoint import ensure_writable
-    from codenn_convert.precision import load_calibration
+    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.export.precision import load_calibration
+    from codenn_convert.twins import build as twins
 
     if framework not in ("torch", "keras"):
         raise UsageError(f"unknown framework {framework!r}; use torch or keras")
@@ -97,10 +97,10 @@ def export_tflite(
 def _keras_twin(model: str, size: tuple[int, int], weights: Any, seed: int,
                 options: dict[str, Any], allow_nonfinite: bool) -> Any:
     """The Keras twin with the checkpoint's (or the seeded) weights, mapped exactly."""
-    from codenn_convert import twins
-    from codenn_convert.checkpoint import refuse_nonfinite
-    from codenn_convert.init import realistic_state
-    from codenn_convert.sources import read_source
+    from codenn_convert.checkpoints.files import refuse_nonfinite
+    from codenn_convert.checkpoints.sources import read_source
+    from codenn_convert.twins import build as twins
+    from codenn_convert.twins.init import realistic_state
 
     # A checkpoint may determine options (num_classes, aux_logits): read it before building.
     source = read_source(model, weights, options) if weights is not None else None
@@ -117,7 +117,7 @@ def _keras_twin(model: str, size: tuple[int, int], weights: Any, seed: int,
 def write_keras_tflite(kmodel: Any, output: str | os.PathLike[str], spec: TfliteSpec) -> Path:
     """Write a built Keras twin to ``output`` atomically, checked in LiteRT before the
     rename: a failed conversion or check leaves nothing."""
-    from codenn_convert.twins import inference_view
+    from codenn_convert.twins.build import inference_view
 
     view = _with_layout(inference_view(kmodel), spec.layout)
     with atomic_output(output) as tmp:
@@ -261,8 +261,12 @@ def _with_metadata(data: bytes, entries: Mapping[str, str]) -> bytes:
 def _check_export(path: Path, view: Any, spec: TfliteSpec) -> None:
     """Run the written file once in LiteRT against Keras: weights present, output finite,
     float32 within :data:`_CHECK_RTOL`. A file that fails is a bug of the export path."""
-    from codenn_convert.precision import synthetic_images
-    from codenn_convert.tflite_runner import TfliteRunner
+    from codenn_convert.export.litert_format import (
+        input_layout,
+        open_interpreter,
+        run_interpreter,
+    )
+    from codenn_convert.export.precision import synthetic_images
 
     n_weights = sum(int(np.prod(w.shape)) for w in view.weights)
     size = path.stat().st_size
@@ -272,9 +276,10 @@ def _check_export(path: Path, view: Any, spec: TfliteSpec) -> None:
     h, w = (view.inputs[0].shape[1:3] if spec.layout == "nhwc"
             else view.inputs[0].shape[2:4])
     x = synthetic_images(1, (int(h), int(w)), seed=12345)
-    runner = TfliteRunner(path, name="check", input_size=(int(h), int(w)))
-    runner.check()
-    (got,) = runner.run([x])
+    data = path.read_bytes()
+    interpreter = open_interpreter(data, path)
+    (got,) = run_interpreter(interpreter, x, input_layout(interpreter, data, (int(h), int(w)),
+                                                           path))
     feed = x.transpose(0, 2, 3, 1) if spec.layout == "nhwc" else x
     ref = np.asarray(view(feed, training=False))
     if not np.isfinite(got).all():

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
-from codenn_convert.localise import MappedLayer, Probe, to_torch_layout
-from codenn_convert.tflite_format import (
+from codenn_convert.export.litert_format import (
     detect_precision,
     input_layout,
     open_interpreter,
     read_model_bytes,
+    run_interpreter,
 )
+from codenn_convert.verification.localise import MappedLayer, Probe, to_torch_layout
 
 #: Runtime name prefix of a user-given LiteRT file: ``tflite:<file name>``.
 TFLITE_FILE_PREFIX = "tflite:"
@@ -73,26 +74,6 @@ class TfliteRunner:
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
         return TfliteProbe(self.path, layers, self.layout)
-
-
-def run_interpreter(interpreter: Any, x: np.ndarray, layout: str,
-                    tensors: Sequence[int] = ()) -> list[np.ndarray]:
-    """Run the NCHW batch ``x`` (transposed for an NHWC input) at its own batch size; the
-    logits, then copies of the tensors ``tensors``."""
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if layout == "NHWC" else x,
-                                np.float32)
-    if list(inp["shape"]) != list(feed.shape):
-        try:
-            interpreter.resize_tensor_input(inp["index"], list(feed.shape), strict=True)
-        except (ValueError, RuntimeError) as exc:
-            raise UsageError(f"the LiteRT model cannot take a batch of {len(x)}: "
-                             f"{str(exc).splitlines()[0][:120]}") from None
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], feed)
-    interpreter.invoke()
-    return [np.array(interpreter.get_tensor(out["index"]))] + [
-        np.array(interpreter.get_tensor(t)) for t in tensors]
 
 
 def _layer_of(part: str, wanted: dict[str, int]) -> str | None:
@@ -172,6 +153,20 @@ class TfliteProbe:
                 y = ((y.astype(np.float32) - np.float32(zero)) * np.float32(scale))
             out[n] = to_torch_layout(y.astype(np.float32, copy=False), self.layers[n], "NHWC")
         return out
+
+
+def keras_tflite_runner(kmodel: Any, model: str, path: Path, input_size: tuple[int, int]
+                        ) -> TfliteRunner:
+    """Runtime ``tflite``: the Keras twin's float32 NHWC LiteRT export, written to ``path``
+    when it runs (:func:`codenn_convert.export.litert_export.write_keras_tflite`)."""
+
+    def export(p: Path) -> Any:
+        from codenn_convert.export.litert_export import TfliteSpec, write_keras_tflite
+
+        return write_keras_tflite(kmodel, p, TfliteSpec(model, source="the verified Keras twin"))
+
+    return TfliteRunner(path, name="tflite", input_size=input_size, export=export,
+                        precision="fp32")
 
 
 def user_tflite_runners(files: Sequence[str | os.PathLike[str]], input_size: tuple[int, int]
