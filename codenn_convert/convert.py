@@ -12,6 +12,7 @@ from typing import Any
 
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters
+from codenn_convert.checkpoints.atomic import ensure_writable
 from codenn_convert.errors import UsageError
 
 
@@ -37,7 +38,7 @@ def _check_paths(src: Path, dst: Path) -> None:
         raise UsageError(f"Keras output must end in .weights.h5, got {dst.name}")
     if src.resolve() == dst.resolve():
         raise UsageError("source and destination are the same file")
-    checkpoint.ensure_writable(dst)
+    ensure_writable(dst)
     if not src.is_file():
         raise UsageError(f"checkpoint not found: {src}")
 

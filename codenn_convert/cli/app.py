@@ -24,7 +24,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from codenn_convert.errors import CodennError, disk_full
+from codenn_convert.checkpoints.atomic import disk_full
+from codenn_convert.errors import CodennError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -467,7 +468,7 @@ def verify(
     files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
     runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
     top-k against their floors, with per-layer SQNR."""
-    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.checkpoints.atomic import ensure_writable
     from codenn_convert.registry import parse_options
     from codenn_convert.verification.run import VerifyOptions, verify_inputs
 
@@ -504,7 +505,7 @@ def check(
     """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow).
     A float32 file is held to --rtol; an fp16/int8 one (detected from its graph) to its
     precision's floors, as verify judges it."""
-    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.checkpoints.atomic import ensure_writable
     from codenn_convert.verification.golden import check_onnx
 
     if json_path is not None:

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoints.files import atomic_output
+from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import UsageError
-from codenn_convert.export.precision import META_PRECISION, check_precision, convert_precision
+from codenn_convert.export.metadata import META_PRECISION
+from codenn_convert.export.precision import check_precision, convert_precision
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 from codenn_convert.registry import Framework
 
@@ -106,8 +107,8 @@ def export_onnx(
     synthetic images (a stand-in for real data, see :func:`precision.synthetic_images`).
     Weights with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
-    from codenn_convert.checkpoints.files import ensure_writable
-    from codenn_convert.export.precision import load_calibration
+    from codenn_convert.checkpoints.atomic import ensure_writable
+    from codenn_convert.export.calibration import load_calibration
     from codenn_convert.twins import build as twins
 
     size = twins.default_input_size(model, input_size)
@@ -145,6 +146,7 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
     import sys
 
     from codenn_convert import errors
+    from codenn_convert.checkpoints.atomic import disk_full
 
     request = json.dumps({**asdict(job), "weights": None if job.weights is None else
                           str(job.weights), "output": str(output)})
@@ -162,7 +164,7 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
             raise AttributeError(reply["error"])
     except (IndexError, ValueError, KeyError, AttributeError):
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        full = errors.disk_full(tail[0], output.parent)
+        full = disk_full(tail[0], output.parent)
         if full is not None:
             raise full from None
         raise RuntimeError(f"float32 export failed: {tail[0]}") from None

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoints.files import atomic_output
+from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.verification.run import NORMAL_INPUTS, ModelResult
 
 SCHEMA_FILE = "report.schema.json"

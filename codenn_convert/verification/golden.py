@@ -54,7 +54,7 @@ class Golden:
 
 def save_golden(path: str | os.PathLike[str], golden: Golden) -> Path:
     """Write ``golden`` to ``path`` atomically (an ``.npz`` of plain arrays)."""
-    from codenn_convert.checkpoints.files import atomic_output
+    from codenn_convert.checkpoints.atomic import atomic_output
     from codenn_convert.report.render import environment
 
     meta = {"format": FORMAT, "version": VERSION, "model": golden.model,
@@ -143,7 +143,7 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     is held to ``rtol``; an fp16/int8 one (detected from its graph) to that precision's
     floors, with ``thresholds`` overriding them, as ``codenn verify`` judges it.
     """
-    from codenn_convert.export.precision import check_thresholds
+    from codenn_convert.verification.lossy import check_thresholds
     from codenn_convert.verification.run import ModelResult, compare_runners, fill_results
     from codenn_convert.verification.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
 

@@ -140,7 +140,7 @@ def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
 def layer_sqnr(ref: np.ndarray, other: np.ndarray) -> float:
     """SQNR of ``other`` against ``ref`` in dB; -inf if shapes differ or either holds NaN/Inf
     (a broken layer is infinitely noisy, never "clean over the rest")."""
-    from codenn_convert.export.precision import sqnr_db
+    from codenn_convert.verification.lossy import sqnr_db
 
     if ref.shape != other.shape or not (np.isfinite(ref).all() and np.isfinite(other).all()):
         return float("-inf")

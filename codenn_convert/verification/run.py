@@ -112,7 +112,7 @@ class VerifyOptions:
 
     def check_lossy(self) -> None:
         """Known reduced precisions, an ONNX runtime to convert, finite thresholds."""
-        from codenn_convert.export.precision import check_thresholds
+        from codenn_convert.verification.lossy import check_thresholds
 
         bad = [p for p in self.precisions if p not in LOSSY_PRECISIONS]
         if bad:
@@ -353,7 +353,7 @@ def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
     (:func:`codenn_convert.export.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
     on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
     overflows them. Photos and ``.npy`` batches stay as given."""
-    from codenn_convert.export.precision import synthetic_images
+    from codenn_convert.export.calibration import synthetic_images
 
     return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
              synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))
@@ -456,7 +456,7 @@ class VerifyRun:
 
     def __init__(self, model: str, config: VerifyOptions,
                  progress: Callable[[str], None] | None) -> None:
-        from codenn_convert.checkpoints.files import ensure_writable
+        from codenn_convert.checkpoints.atomic import ensure_writable
         from codenn_convert.registry import get_spec
         from codenn_convert.twins import build as twins
         from codenn_convert.verification.inputs import collect_inputs, npy_input_size
@@ -535,7 +535,7 @@ class VerifyRun:
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
         """Each of our ONNX runtimes converted to each asked-for reduced precision."""
-        from codenn_convert.export.precision import load_calibration
+        from codenn_convert.export.calibration import load_calibration
         from codenn_convert.verification.runners import OnnxRunner, lossy_runner
 
         calibration = (load_calibration(None, self.size, seed=self.config.seed)
