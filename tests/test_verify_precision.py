@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from codenn_convert import report as rep
-from codenn_convert.verification.localise import LayerError, sqnr_drop
+from codenn_convert.verification.layers import LayerError, sqnr_drop
 from codenn_convert.verification.lossy import DEFAULT_THRESHOLDS
 from tests.conftest import run_cli
 
@@ -196,7 +196,8 @@ def test_quantiser_nodes_belong_to_no_layer() -> None:
     carry another layer's scope: they must not make that layer's output the wrong tensor."""
     from onnx import TensorProto, helper
 
-    from codenn_convert.verification.localise import MappedLayer, find_layer_tensors
+    from codenn_convert.verification.matching import MappedLayer
+    from codenn_convert.verification.onnx_scopes import find_layer_tensors
 
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="A_1/Relu"),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
-from codenn_convert.verification.localise import LayerError
+from codenn_convert.verification.layers import LAYER_SQNR_MARGIN_DB, LayerError
 
 #: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
 HIST_EDGES: tuple[float, ...] = tuple(float(f"1e{k}") for k in range(-10, 1))
@@ -145,7 +145,6 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
     """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
     numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
     :class:`codenn_convert.export.precision.LossyThresholds`)."""
-    from codenn_convert.verification.localise import LAYER_SQNR_MARGIN_DB
     from codenn_convert.verification.lossy import lossy_metrics
 
     result = compare(a, b, rtol=rtol, names=names)

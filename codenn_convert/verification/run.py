@@ -41,7 +41,7 @@ import numpy as np
 
 from codenn_convert.errors import CodennError, UsageError
 from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, seeded_batch
-from codenn_convert.verification.localise import LAYER_RTOL, LayerError
+from codenn_convert.verification.layers import LAYER_RTOL, LayerError
 from codenn_convert.verification.metrics import (
     PairResult,
     compare,
@@ -405,7 +405,7 @@ class _Localiser:
 
     @property
     def layers(self) -> list[Any]:
-        from codenn_convert.verification.localise import mapped_layers
+        from codenn_convert.verification.matching import mapped_layers
 
         if self._layers is None:
             self._layers = mapped_layers(self.kmodel, self.tmodel, self.inputs[0][1])
@@ -419,7 +419,8 @@ class _Localiser:
 
     def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
         """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
-        from codenn_convert.verification.localise import localise, sqnr_drop
+        from codenn_convert.verification.layers import sqnr_drop
+        from codenn_convert.verification.localise import localise
 
         for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
             if not pairs:
