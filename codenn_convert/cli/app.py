@@ -408,7 +408,7 @@ def _lossy_line(p: Any) -> str:
 
 
 def _runtimes(value: str | None) -> tuple[str, ...]:
-    from codenn_convert.verification.run import RUNTIMES
+    from codenn_convert.verification.options import RUNTIMES
 
     return RUNTIMES if value is None else tuple(r.strip() for r in value.split(",") if r.strip())
 
@@ -470,7 +470,8 @@ def verify(
     top-k against their floors, with per-layer SQNR."""
     from codenn_convert.checkpoints.atomic import ensure_writable
     from codenn_convert.registry import parse_options
-    from codenn_convert.verification.run import VerifyOptions, verify_inputs
+    from codenn_convert.verification.options import VerifyOptions
+    from codenn_convert.verification.run import verify_inputs
 
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
@@ -534,7 +535,7 @@ def report(
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
-    from codenn_convert.verification.run import VerifyOptions
+    from codenn_convert.verification.options import VerifyOptions
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")

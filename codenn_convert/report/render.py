@@ -10,14 +10,12 @@ environment) and ``junit.xml`` (one test case per model x pair, so CI shows fail
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import importlib.metadata
 import importlib.resources
 import io
 import json
 import math
 import os
-import platform
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -25,35 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from codenn_convert.checkpoints.atomic import atomic_output
-from codenn_convert.verification.run import NORMAL_INPUTS, ModelResult
+from codenn_convert.verification.environment import environment
+from codenn_convert.verification.inputs import NORMAL_INPUTS
+from codenn_convert.verification.results import ModelResult
 
 SCHEMA_FILE = "report.schema.json"
 #: The four report files, in the order they are written.
 REPORT_FILES = ("parity.json", "parity.md", "parity.html", "junit.xml")
-
-_PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "numpy")
-_DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow")}
-
-
-def _version(pkg: str) -> str | None:
-    for dist in _DISTS.get(pkg, (pkg,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def environment() -> dict[str, Any]:
-    """Versions, CPU and time; read from package metadata, so no framework is imported."""
-    return {
-        "python": platform.python_version(),
-        **{pkg: _version(pkg) for pkg in _PACKAGES},
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def build_report(results: Sequence[ModelResult]) -> dict[str, Any]:
