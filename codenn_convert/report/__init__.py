@@ -3,22 +3,18 @@
 The public names of the report, importable from here (the CLI uses ``report as rep``).
 """
 
-from codenn_convert.report.render import (
+from codenn_convert.report.files import (
     REPORT_FILES,
     build_report,
-    environment,
     merge_environments,
     merge_reports,
     read_json_report,
-    report_passed,
     schema,
-    to_html,
-    to_json,
-    to_junit,
-    to_markdown,
     write_json,
     write_reports,
 )
+from codenn_convert.report.render import report_passed, to_html, to_json, to_junit, to_markdown
+from codenn_convert.verification.environment import environment
 
 __all__ = ["REPORT_FILES", "build_report", "environment", "merge_environments",
            "merge_reports", "read_json_report", "report_passed", "schema", "to_html", "to_json",
