@@ -13,7 +13,11 @@ from typing import Any
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters
 from codenn_convert.checkpoints.atomic import ensure_writable
+from codenn_convert.checkpoints.identify import identify_source
+from codenn_convert.checkpoints.sources import SOURCE_DTYPES_ATTR, read_source
 from codenn_convert.errors import UsageError
+from codenn_convert.registry import get_model, get_spec
+from codenn_convert.twins import build as twins
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,6 @@ def convert_checkpoint(
     with NaN/Inf values is refused unless ``allow_nonfinite`` (to move a broken file for
     debugging).
     """
-    from codenn_convert.checkpoints.identify import identify_source
-    from codenn_convert.checkpoints.sources import SOURCE_DTYPES_ATTR, read_source
-    from codenn_convert.registry import get_model, get_spec
-    from codenn_convert.twins import build as twins
-
     start = time.perf_counter()
     if model is not None:
         get_spec(model)  # unknown model -> clear error before any framework import

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from codenn_convert.checkpoints.atomic import atomic_output
+from codenn_convert.checkpoints.filters import unwrap_checkpoint
 from codenn_convert.errors import (
     CheckpointError,
     UsageError,
@@ -64,8 +65,6 @@ def _unwrap(obj: Any, path: Path, notes: list[str]) -> dict[str, Any]:
     """The state_dict of a bare one or of a training checkpoint (``{"state_dict": ...}``,
     ``{"model": ...}``, EMA...): see
     :func:`codenn_convert.checkpoints.filters.unwrap_checkpoint`."""
-    from codenn_convert.checkpoints.filters import unwrap_checkpoint
-
     state = unwrap_checkpoint(obj, notes)
     if not state:
         raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__})")

@@ -32,6 +32,7 @@ from codenn_convert.errors import UsageError
 from codenn_convert.export.metadata import META_PRECISION, set_metadata
 from codenn_convert.export.onnx_writer import write_onnx, write_onnx_external
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
+from codenn_convert.twins.build import inference_view
 
 #: Symbolic batch dimension of the input and the output.
 BATCH_DIM = "N"
@@ -63,8 +64,6 @@ def export_keras_onnx(
 
 def _prepare(model: Any, opset: int) -> tuple[Any, list[tuple[str, np.ndarray]]]:
     """The checked weight-free ModelProto and the kernels to stream into it."""
-    from codenn_convert.twins.build import inference_view
-
     onnx_model, weights = _convert_weight_free(inference_view(model), opset)
     tensors = _bind_and_fold(onnx_model, weights)
     del weights
@@ -220,23 +219,7 @@ def _bind_and_fold(
     del kept
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
 
-    # Each kernel that ends up in the file once takes its Keras variable path as its name
-    # (unless another tensor already uses that name).
-    taken = {n for node in graph.node for n in node.output} | set(small) | set(big)
-    finals: dict[str, list[str]] = {}
-    for name in big:
-        if name in used and name in origin:
-            finals.setdefault(origin[name], []).append(name)
-    renames = {}
-    for feed, names in finals.items():
-        var_path = weights[feed][0]
-        if len(names) == 1 and var_path not in taken:
-            renames[names[0]] = var_path
-            taken.add(var_path)
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name in renames:
-                node.input[k] = renames[name]
+    renames = _rename_kernels(graph, weights, big, origin, used, set(small))
 
     inputs = [i for i in graph.input if i.name not in weights]
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [
@@ -256,6 +239,30 @@ def _bind_and_fold(
     graph.initializer.extend(smalls)
     _name_batch_dim(graph)
     return [(renames.get(name, name), a) for name, a in big.items() if name in used]
+
+
+def _rename_kernels(graph: Any, weights: dict[str, tuple[str, np.ndarray]],
+                    big: dict[str, np.ndarray], origin: dict[str, str], used: set[str],
+                    small: set[str]) -> dict[str, str]:
+    """Each kernel that ends up in the file once takes its Keras variable path as its name
+    (unless another tensor already uses that name); the graph's nodes are renamed to match.
+    Returns ``{old name: new name}``."""
+    taken = {n for node in graph.node for n in node.output} | small | set(big)
+    finals: dict[str, list[str]] = {}
+    for name in big:
+        if name in used and name in origin:
+            finals.setdefault(origin[name], []).append(name)
+    renames = {}
+    for feed, names in finals.items():
+        var_path = weights[feed][0]
+        if len(names) == 1 and var_path not in taken:
+            renames[names[0]] = var_path
+            taken.add(var_path)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renames:
+                node.input[k] = renames[name]
+    return renames
 
 
 def _name_batch_dim(graph: Any) -> None:

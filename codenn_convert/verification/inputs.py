@@ -19,6 +19,7 @@ import numpy as np
 
 from codenn_convert.checkpoints.npy import load_npy, npy_header
 from codenn_convert.errors import UsageError
+from codenn_convert.verification.images import load_image
 
 #: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
 NORMAL_INPUTS = "normal(0,1)"
@@ -58,8 +59,6 @@ def collect_inputs(*, normal: bool, batch: int, seed: int, size: tuple[int, int]
                    images: Sequence[str | os.PathLike[str]] = (),
                    npy: Sequence[str | os.PathLike[str]] = ()) -> list[Batch]:
     """Every input source as ``(label, NCHW batch)``, in order: seeded, photos, npy files."""
-    from codenn_convert.verification.images import load_image
-
     found: list[Batch] = [(NORMAL_INPUTS, seeded_batch(batch, size, seed))] if normal else []
     found += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
     found += [(f"npy:{Path(p).name}", load_npy(p)) for p in npy]

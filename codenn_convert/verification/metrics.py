@@ -18,6 +18,7 @@ import numpy as np
 
 from codenn_convert.errors import UsageError
 from codenn_convert.verification.layers import LAYER_SQNR_MARGIN_DB
+from codenn_convert.verification.lossy import floors, lossy_metrics
 from codenn_convert.verification.results import LossyResult, PairResult, histogram
 
 
@@ -87,8 +88,6 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
     """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
     numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
     :class:`codenn_convert.export.precision.LossyThresholds`)."""
-    from codenn_convert.verification.lossy import lossy_metrics
-
     result = compare(a, b, rtol=rtol, names=names)
     m = lossy_metrics(a, b)
     result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
@@ -103,8 +102,6 @@ def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str
                overrides: Mapping[str, float] | None = None) -> PairResult:
     """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
     of fp16/int8, that precision's floors (with ``overrides``)."""
-    from codenn_convert.verification.lossy import floors
-
     if precision == "fp32":
         return compare(ya, yb, rtol=rtol, names=(a, b))
     return compare_lossy(ya, yb, precision=precision, thresholds=floors(precision, overrides),

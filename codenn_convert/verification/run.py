@@ -35,7 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints.atomic import ensure_writable
+from codenn_convert.checkpoints.files import nonfinite_tensors
+from codenn_convert.checkpoints.sources import read_source
 from codenn_convert.errors import CodennError, UsageError
+from codenn_convert.export.calibration import load_calibration, synthetic_images
+from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
+from codenn_convert.registry import get_spec
+from codenn_convert.twins import build as twins
+from codenn_convert.twins.init import realistic_model, torch_state_of
 from codenn_convert.verification.engine import (
     Comparison,
     _timer,
@@ -43,7 +51,11 @@ from codenn_convert.verification.engine import (
     fill_results,
     pair_order,
 )
-from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch
+from codenn_convert.verification.golden import Golden, save_golden
+from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, collect_inputs, npy_input_size
+from codenn_convert.verification.layers import sqnr_drop
+from codenn_convert.verification.localise import first_nonfinite_layer, localise
+from codenn_convert.verification.matching import mapped_layers
 from codenn_convert.verification.metrics import judge_pair
 from codenn_convert.verification.options import (
     LOSSY_PRECISIONS,
@@ -52,7 +64,14 @@ from codenn_convert.verification.options import (
     VerifyOptions,
 )
 from codenn_convert.verification.results import ModelResult, PairResult
-from codenn_convert.verification.runners import Runner, TorchRunner
+from codenn_convert.verification.runners import (
+    KerasRunner,
+    OnnxRunner,
+    Runner,
+    TorchRunner,
+    lossy_runner,
+    user_onnx_runners,
+)
 
 #: ``inputs`` label prefix of the synthetic photo-like batch used when lossy runtimes run.
 SYNTHETIC_INPUTS = "synthetic:"
@@ -93,8 +112,6 @@ def verify_many(models: Sequence[str], config: VerifyOptions | None = None, *,
                 on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
     """Verify several models; a model that crashes becomes an entry with ``error`` set,
     so one broken model cannot hide the others' results. Usage errors still raise."""
-    from codenn_convert.registry import get_spec
-
     config = config or VerifyOptions()
     for name in models:
         get_spec(name)  # unknown names fail before any work
@@ -134,8 +151,6 @@ def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
     (:func:`codenn_convert.export.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
     on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
     overflows them. Photos and ``.npy`` batches stay as given."""
-    from codenn_convert.export.calibration import synthetic_images
-
     return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
              synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))
             if label == NORMAL_INPUTS else (label, x) for label, x in inputs]
@@ -154,8 +169,6 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
                   ) -> dict[Any, Any]:
     """Each given checkpoint resolved (filters, precision, inferred options); both sides
     must come out with the same options, since both twins are built with them."""
-    from codenn_convert.checkpoints.sources import read_source
-
     sources = {src: read_source(model, src, options)
                for src in dict.fromkeys((torch_src, keras_src)) if src is not None}
     if len({repr(sorted(s.options.items())) for s in sources.values()}) > 1:
@@ -166,8 +179,6 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
 
 
 def _nonfinite_weights(*states: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    from codenn_convert.checkpoints.files import nonfinite_tensors
-
     found: dict[str, int] = {}
     for state in states:
         found.update(nonfinite_tensors(dict(state)))
@@ -186,8 +197,6 @@ class _Localiser:
 
     @property
     def layers(self) -> list[Any]:
-        from codenn_convert.verification.matching import mapped_layers
-
         if self._layers is None:
             self._layers = mapped_layers(self.kmodel, self.tmodel, self.inputs[0][1])
         return self._layers
@@ -200,9 +209,6 @@ class _Localiser:
 
     def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
         """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
-        from codenn_convert.verification.layers import sqnr_drop
-        from codenn_convert.verification.localise import localise
-
         for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
             if not pairs:
                 continue
@@ -224,8 +230,6 @@ class _Localiser:
 
     def nonfinite(self, results: Sequence[ModelResult]) -> None:
         """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""
-        from codenn_convert.verification.localise import first_nonfinite_layer
-
         for result, (_, x) in zip(results, self.inputs, strict=True):
             for name in result.nonfinite_outputs:
                 probe = self.probe(name)
@@ -238,12 +242,6 @@ class VerifyRun:
 
     def __init__(self, model: str, config: VerifyOptions,
                  progress: Callable[[str], None] | None) -> None:
-        from codenn_convert.checkpoints.atomic import ensure_writable
-        from codenn_convert.registry import get_spec
-        from codenn_convert.twins import build as twins
-        from codenn_convert.verification.inputs import collect_inputs, npy_input_size
-        from codenn_convert.verification.runners import user_onnx_runners
-
         config.check()
         spec = get_spec(model)
         self.model, self.config, self.say = model, config, progress or (lambda _m: None)
@@ -268,9 +266,6 @@ class VerifyRun:
 
     def twins(self) -> tuple[Any, Any]:
         """Both twins built, with their sides' weights (non-finite ones recorded)."""
-        from codenn_convert.twins import build as twins
-        from codenn_convert.twins.init import realistic_model, torch_state_of
-
         torch_src, keras_src = _sources(self.config)
         # Checkpoints may determine options (num_classes, aux_logits): read them first.
         sources = _read_sources(self.model, torch_src, keras_src, dict(self.config.options))
@@ -300,9 +295,6 @@ class VerifyRun:
 
     def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
         """Our runtimes that were asked for, in order, then the given ONNX files."""
-        from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
-        from codenn_convert.verification.runners import KerasRunner, OnnxRunner
-
         made: dict[str, Runner] = {
             "torch": TorchRunner(tmodel), "keras": KerasRunner(kmodel),
             "onnx-torch": OnnxRunner(
@@ -317,9 +309,6 @@ class VerifyRun:
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
         """Each of our ONNX runtimes converted to each asked-for reduced precision."""
-        from codenn_convert.export.calibration import load_calibration
-        from codenn_convert.verification.runners import OnnxRunner, lossy_runner
-
         calibration = (load_calibration(None, self.size, seed=self.config.seed)
                        if "int8" in self.config.precisions else None)
         return [lossy_runner(r, p, calibration) for r in ours if isinstance(r, OnnxRunner)
@@ -356,8 +345,6 @@ class VerifyRun:
         return self.results
 
     def save_golden(self, found: Comparison) -> None:
-        from codenn_convert.verification.golden import Golden, save_golden
-
         assert found.exact is not None  # the oracle always runs in verify
         save_golden(self.config.save_golden, Golden(  # type: ignore[arg-type]
             model=self.model, labels=[label for label, _ in self.inputs],

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
+from codenn_convert.export.precision import convert_precision, detect_precision
+from codenn_convert.twins.build import inference_view
 from codenn_convert.verification.ort import onnx_input_layout, onnx_session, run_onnx
 
 if TYPE_CHECKING:  # the diagnostic layer is imported only when a probe is asked for
@@ -93,8 +95,6 @@ class KerasRunner:
         pass
 
     def run(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from codenn_convert.twins.build import inference_view
-
         view = inference_view(self.model)
         return [np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for x in batches]
 
@@ -140,8 +140,6 @@ class OnnxRunner:
         except UsageError as exc:
             raise UsageError(f"{self.path}: {exc}") from None
         if not self.precision:
-            from codenn_convert.export.precision import detect_precision
-
             self.precision = detect_precision(self.path)
 
     def prepare(self) -> None:
@@ -210,8 +208,6 @@ def lossy_runner(source: OnnxRunner, precision: str, calibration: Any = None) ->
     """``<source>-<precision>``: the source runner's float32 file converted to fp16/int8
     (:func:`codenn_convert.export.precision.convert_precision`) beside it, once the source has
     exported it; compared with its source only. int8 needs ``calibration``."""
-    from codenn_convert.export.precision import convert_precision
-
     return OnnxRunner(
         source.path.with_suffix(f".{precision}.onnx"), name=f"{source.name}-{precision}",
         input_size=source.input_size, precision=precision, reference=source.name,
