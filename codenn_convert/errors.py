@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-
 
 class CodennError(Exception):
     """A problem with the user's input; the CLI prints it on one line and exits with 2."""
@@ -56,32 +52,3 @@ def shape_mismatch(key: str, expected: tuple[int, ...], found: tuple[int, ...]) 
     )
 
 
-# Below this, a failed write is taken for a full disk: torch's zip writer reports a short
-# write ("N requested and M written") without an errno.
-_NEARLY_FULL = 16 * 2**20
-
-
-def disk_full(error: BaseException | str, *folders: str | os.PathLike[str]) -> OutputError | None:
-    """An :class:`OutputError` if ``error`` (an exception, or a child process's message) came
-    from a full disk, else ``None``.
-
-    ``folders`` are where the failed write went: one nearly full counts as the cause even when
-    the error does not say so. Call this before removing the partial file, so the folder is
-    measured as the write left it.
-    """
-    says_full = "No space left" in str(error) or (
-        isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
-    full = [(folder, free) for folder in folders
-            if (free := _free_bytes(folder)) is not None and free < _NEARLY_FULL]
-    if not (says_full or full):
-        return None
-    where = f" of {full[0][0]} ({full[0][1] / 2**20:.0f} MiB free)" if full else ""
-    return OutputError(f"no space left on the device{where}; nothing was written: free some "
-                       "space or write elsewhere (TMPDIR for intermediate files)")
-
-
-def _free_bytes(folder: str | os.PathLike[str]) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None

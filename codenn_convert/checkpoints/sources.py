@@ -33,7 +33,7 @@ import numpy as np
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters
 from codenn_convert.errors import UsageError
-from codenn_convert.registry import _resolve, get_spec
+from codenn_convert.registry import _resolve, get_model, get_spec
 
 TorchState = dict[str, np.ndarray]
 KerasWeights = dict[str, list[np.ndarray]]
@@ -99,7 +99,6 @@ def read_source_dtypes(path: str | os.PathLike[str]) -> dict[str, str]:
 def _meta_shapes(name: str, options: tuple[tuple[str, Any], ...]) -> Shapes:
     import torch
 
-    from codenn_convert.registry import get_model
 
     with torch.device("meta"):
         model = get_model(name, "torch", **dict(options))

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert.checkpoints.files import atomic_output
+from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import UsageError
+from codenn_convert.export.calibration import Calibration
 from codenn_convert.export.litert_format import (
     DEFAULT_LAYOUT,
     META_LAYOUT,
@@ -37,7 +38,8 @@ from codenn_convert.export.litert_format import (
     TFLITE_SUFFIX,
     check_layout,
 )
-from codenn_convert.export.precision import META_PRECISION, Calibration, check_precision
+from codenn_convert.export.metadata import META_PRECISION
+from codenn_convert.export.precision import check_precision
 
 #: Bytes per weight a file must at least hold per precision (the weight-less-file trap).
 _WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -73,8 +75,8 @@ def export_tflite(
     """Export ``model`` (its Keras twin, weights from ``weights`` of either layout or the
     seeded realistic ones) to the LiteRT file ``output``. ``framework`` only says which twin
     the user thinks of: both give the same file."""
-    from codenn_convert.checkpoints.files import ensure_writable
-    from codenn_convert.export.precision import load_calibration
+    from codenn_convert.checkpoints.atomic import ensure_writable
+    from codenn_convert.export.calibration import load_calibration
     from codenn_convert.twins import build as twins
 
     if framework not in ("torch", "keras"):
@@ -261,12 +263,12 @@ def _with_metadata(data: bytes, entries: Mapping[str, str]) -> bytes:
 def _check_export(path: Path, view: Any, spec: TfliteSpec) -> None:
     """Run the written file once in LiteRT against Keras: weights present, output finite,
     float32 within :data:`_CHECK_RTOL`. A file that fails is a bug of the export path."""
+    from codenn_convert.export.calibration import synthetic_images
     from codenn_convert.export.litert_format import (
         input_layout,
         open_interpreter,
         run_interpreter,
     )
-    from codenn_convert.export.precision import synthetic_images
 
     n_weights = sum(int(np.prod(w.shape)) for w in view.weights)
     size = path.stat().st_size

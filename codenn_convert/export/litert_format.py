@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.export.precision import META_PRECISION, Precision
+from codenn_convert.export.metadata import META_PRECISION
+from codenn_convert.export.precision import Precision
 
 TFLITE_SUFFIX = ".tflite"
 #: Input layouts of an export: NHWC is LiteRT's native one (camera pipelines hand it over).

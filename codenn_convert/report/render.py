@@ -1,75 +1,29 @@
 """Render verification results. Formatting only: nothing here runs a model.
 
 The one report object is ``{"environment": {...}, "models": [ModelResult.to_dict(), ...]}``
-(schema: ``report.schema.json`` beside this module, documented in README.md). Every form is a
-rendering of it: ``parity.json``, ``parity.md`` (short, for a CI job summary),
-``parity.html`` (one self-contained page: pass/fail table, per-layer error plots,
-environment) and ``junit.xml`` (one test case per model x pair, so CI shows failures).
+(:mod:`codenn_convert.report.files` builds it; schema: ``report.schema.json`` beside this
+module, documented in docs/). Every form is a rendering of it: ``parity.json``,
+``parity.md`` (short, for a CI job summary), ``parity.html`` (one self-contained page from
+``template.html.j2``: pass/fail table, per-layer error plots, environment)
+and ``junit.xml`` (one test case per model x pair, so CI shows failures).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import importlib.metadata
 import importlib.resources
 import io
 import json
 import math
-import os
-import platform
-import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoints.files import atomic_output
-from codenn_convert.verification.run import NORMAL_INPUTS, ModelResult
-
-SCHEMA_FILE = "report.schema.json"
-#: The four report files, in the order they are written.
-REPORT_FILES = ("parity.json", "parity.md", "parity.html", "junit.xml")
-
-_PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai_edge_litert",
-             "numpy")
-_DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "ai_edge_litert": ("ai-edge-litert",)}
-
-
-def _version(pkg: str) -> str | None:
-    for dist in _DISTS.get(pkg, (pkg,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def environment() -> dict[str, Any]:
-    """Versions, CPU and time; read from package metadata, so no framework is imported."""
-    return {
-        "python": platform.python_version(),
-        **{pkg: _version(pkg) for pkg in _PACKAGES},
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def build_report(results: Sequence[ModelResult]) -> dict[str, Any]:
-    """The single report object every format renders."""
-    return {"environment": environment(), "models": [r.to_dict() for r in results]}
+from codenn_convert.verification.inputs import NORMAL_INPUTS
 
 
 def report_passed(report: dict[str, Any]) -> bool:
     return all(m["passed"] for m in report["models"]) and bool(report["models"])
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema of the report object (package data)."""
-    text = importlib.resources.files("codenn_convert.report").joinpath(SCHEMA_FILE).read_text()
-    return json.loads(text)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -204,90 +158,8 @@ def _lossy_markdown(report: dict[str, Any]) -> list[str]:
 #: Below this a relative error is drawn at this value (a log axis has no zero).
 _PLOT_FLOOR = 1e-10
 
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>codenn-convert parity: {{ 'PASS' if passed else 'FAIL' }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-size: 90%; }
-th { background: #f3f3f3; } td.name { text-align: left; }
-td.pass { background: #d9f2d9; } td.fail { background: #f8d0d0; font-weight: bold; }
-td.error { background: #f8d0d0; text-align: left; } td.none { background: #f7f7f7; }
-.status-pass { color: #1a7f1a; } .status-fail { color: #b00; }
-figure { margin: 1em 0 2em; } img { max-width: 100%; }
-.spark { font-family: monospace; letter-spacing: -1px; color: #555; }
-code { background: #f3f3f3; padding: 0 3px; }
-</style></head><body>
-<h1>codenn-convert parity: <span class="status-{{ 'pass' if passed else 'fail' }}">
-{{- 'PASS' if passed else 'FAIL' }}</span></h1>
-<p>Each cell is max |a &minus; b| / max |a| of the logits, <code>a</code> the reference
-(the earlier runtime); a pair passes at &le; rtol ({{ rtols }}). Hover a cell for details.</p>
-<table id="parity">
-<thead><tr><th>model</th><th>input</th>
-{%- for pair in pair_names %}<th>{{ pair }}</th>{% endfor %}</tr></thead>
-<tbody>
-{%- for m in models %}
-<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
-{%- if m.error %}<td class="error" colspan="{{ pair_names|length }}">ERROR: {{ m.error }}</td>
-{%- else %}{% for pair in pair_names %}{% set p = m.pairs.get(pair) %}
-{%- if p %}<td class="{{ 'pass' if p.passed else 'fail' }}" title="{{ p.title }}">
-{{- p.max_rel }}{% if p.first_divergent_layer %}<br><small>at {{ p.first_divergent_layer }}
-</small>{% endif %}{% if p.farther %}<br><small>{{ p.farther }} farther from float64</small>
-{%- endif %}{% if p.lossy %}<br><small>{{ p.lossy.precision }}: SQNR {{ p.sqnr }} dB
-</small>{% endif %}<br><span class="spark" title="|a-b|/max|a| per decade, 0 .. 1e-10 .. 1 .. inf">
-{{- p.spark }}</span></td>
-{%- else %}<td class="none">&ndash;</td>{% endif %}{% endfor %}{% endif %}</tr>
-{%- endfor %}
-</tbody></table>
-<p>Under each number: the distribution of |a &minus; b| / max |a| over all logits, one bar per
-decade from 1e-10 (left) to &ge; 1 (right), log-scaled heights.</p>
-<h2>Distance to float64</h2>
-<p>max |x &minus; exact| / max |exact| per runtime, <code>exact</code> the torch twin run in
-float64 with the same weights. Rounding leaves every runtime near it; a semantic fault puts
-one side far from it (named in a failing pair as the farther side).</p>
-<table id="oracle"><thead><tr><th>model</th><th>input</th><th>error vs float64</th>
-<th>reason</th></tr></thead><tbody>
-{%- for m in models %}<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
-<td class="name">{{ m.oracle or '&ndash;'|safe }}</td>
-<td class="name">{{ m.reason or '' }}</td></tr>{% endfor %}
-</tbody></table>
-<h2>Per-layer relative error</h2>
-<p>Every mapped layer (named by its torch module path) compared in topological order,
-max |a &minus; b| / max |a| of that layer's output; the dashed line is the per-layer
-tolerance. Error grows through depth with float32 rounding; a semantic fault jumps at the
-layer that has it. Exact zeros are drawn at 1e-10, infinite errors (a shape or NaN/Inf
-mismatch) at the top.</p>
-{%- for m in models %}{% if m.plot %}
-<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
-{%- for p in m.layer_pairs %}; {{ p.a }} vs {{ p.b }}: {{ p.count }} layers, first divergent:
-{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
-<img alt="per-layer relative error of {{ m.label }}" src="data:image/png;base64,{{ m.plot }}">
-</figure>
-{%- endif %}{% endfor %}
-{%- if not any_plot %}<p>No float32 per-layer comparison in this report.</p>{% endif %}
-{%- if any_sqnr %}
-<h2>Per-layer SQNR of lossy pairs</h2>
-<p>A pair with an fp16 or int8 side is judged by lossy criteria (the cell's hover text),
-not by the float32 tolerance. Per mapped layer: SQNR = 10 log10(&Sigma;a&sup2; /
-&Sigma;(a &minus; b)&sup2;) in dB, higher is better; the dashed line is the pair's per-layer
-floor (the logits' floor less a margin: rounding noise is larger inside the network).
-Rounding noise lowers it gradually; where it falls most is where the precision is lost, and
-a fault (a wrong weight) drops it below zero at the layer that has it.</p>
-{%- for m in models %}{% if m.sqnr_plot %}
-<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
-{%- for p in m.lossy_pairs %}; {{ p.a }} vs {{ p.b }} ({{ p.lossy.precision }}): SQNR falls
-most at {{ p.lossy.precision_lost_at or 'none' }}, first layer below the floor:
-{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
-<img alt="per-layer SQNR of {{ m.label }}" src="data:image/png;base64,{{ m.sqnr_plot }}">
-</figure>
-{%- endif %}{% endfor %}{% endif %}
-<h2>Environment</h2>
-<table id="environment">{% for k, v in environment.items() %}
-<tr><th>{{ k }}</th><td class="name">{{ v if v is not none else 'not installed' }}</td></tr>
-{%- endfor %}</table>
-</body></html>
-"""
+#: The page template (Jinja2), package data beside this module.
+TEMPLATE_FILE = "template.html.j2"
 
 
 def _layer_plot(m: dict[str, Any]) -> str | None:
@@ -414,7 +286,8 @@ def to_html(report: dict[str, Any]) -> str:
         })
     rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_HTML).render(
+    template = importlib.resources.files("codenn_convert.report").joinpath(TEMPLATE_FILE)
+    return env.from_string(template.read_text(encoding="utf-8")).render(
         passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
         any_plot=any(m["plot"] for m in models), any_sqnr=any(m["sqnr_plot"] for m in models),
         environment=report["environment"])
@@ -499,77 +372,3 @@ def _lossy_failure(p: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- files
 
-
-def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    with atomic_output(path) as tmp:
-        tmp.write_text(to_json(report))
-    return Path(path)
-
-
-def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write every report form under ``out_dir`` (each file atomically)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    renders = {"parity.md": to_markdown, "parity.html": to_html, "junit.xml": to_junit}
-    written = [write_json(report, out / "parity.json")]
-    for name, render in renders.items():
-        text = render(report)
-        with atomic_output(out / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        written.append(out / name)
-    return written
-
-
-def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A ``verify --json`` / ``parity.json`` file, checked to be a report; one-line errors."""
-    from codenn_convert.errors import UsageError
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"report not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not a JSON report: {str(exc)[:120]}") from None
-    needed = schema()["$defs"]["model"]["required"]
-    models = data.get("models") if isinstance(data, dict) else None
-    if (not isinstance(models, list) or not isinstance(data.get("environment"), dict)
-            or not all(isinstance(m, dict) and all(k in m for k in needed) for m in models)):
-        raise UsageError(f"{path} is not a codenn report (no environment/models entries)")
-    return data
-
-
-def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
-    """One report from several (e.g. CI shards): their model entries in the order given,
-    and one environment that hides no difference between them (:func:`merge_environments`)."""
-    from codenn_convert.errors import UsageError
-
-    if not paths:
-        raise UsageError("--from-json needs at least one JSON report file")
-    shards = [read_json_report(p) for p in paths]
-    return {"environment": merge_environments([s["environment"] for s in shards]),
-            "models": [m for shard in shards for m in shard["models"]]}
-
-
-def merge_environments(envs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The shards' environments as one: a value they share is kept; differing versions,
-    CPUs or platforms are listed ``"2.13.0 | 2.12.0"`` (a job on another stack must show);
-    ``time`` is the latest; ``shards`` counts them."""
-    if len(envs) == 1:
-        return dict(envs[0])
-    merged: dict[str, Any] = {}
-    for key in dict.fromkeys(k for env in envs for k in env):
-        values = list(dict.fromkeys(json.dumps(env.get(key)) for env in envs))
-        if len(values) == 1:
-            merged[key] = envs[0].get(key)
-        elif key == "time":
-            merged[key] = max(str(env.get(key)) for env in envs)
-        else:  # a count (cpu_count) too: the schema's strings hold every value
-            shown = [json.loads(v) for v in values]
-            merged[key] = " | ".join("not installed" if v is None else str(v) for v in shown)
-    merged["shards"] = len(envs)
-    return merged
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report
-    print(to_markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints.sources import read_source
 from codenn_convert.registry import get_model, get_spec
 from codenn_convert.twins import mapper
 
@@ -43,8 +44,6 @@ def load_state(
     precision, keras.applications names, inferred options). ``keras_model`` (a built Keras twin)
     supplies the layer plan; one is built with the resolved options if missing.
     """
-    from codenn_convert.checkpoints.sources import read_source
-
     source = read_source(name, path, options)
     kmodel = keras_model if keras_model is not None else get_model(
         name, "keras", **source.options)

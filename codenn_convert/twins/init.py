@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert.registry import _resolve, get_spec
+from codenn_convert.registry import _resolve, get_model, get_spec
 
 
 def _init_module(model: Any, gen: Any) -> None:
@@ -84,7 +84,6 @@ def realistic_model(name: str, seed: int = 0, **builder_kwargs: Any) -> Any:
     """The torch twin of ``name`` in eval mode, with seeded, realistically scaled weights."""
     import torch
 
-    from codenn_convert.registry import get_model
 
     spec = get_spec(name)
     model = get_model(name, "torch", **builder_kwargs)

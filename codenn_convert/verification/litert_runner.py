@@ -31,7 +31,8 @@ from codenn_convert.export.litert_format import (
     read_model_bytes,
     run_interpreter,
 )
-from codenn_convert.verification.localise import MappedLayer, Probe, to_torch_layout
+from codenn_convert.verification.matching import MappedLayer, to_torch_layout
+from codenn_convert.verification.probes import Probe
 
 #: Runtime name prefix of a user-given LiteRT file: ``tflite:<file name>``.
 TFLITE_FILE_PREFIX = "tflite:"
