@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# PARITY_ARGS adds report options, e.g. PARITY_ARGS="--runtimes torch,keras,onnx-torch,onnx-keras,tflite"
+PARITY_ARGS ?=
+
 parity: setup  ## the main job: default models, all six runtime pairs, reports/
-	$(VENV)/bin/codenn report -o reports
+	$(VENV)/bin/codenn report -o reports $(PARITY_ARGS)
 
 report-all: setup  ## every registered variant
 	$(VENV)/bin/codenn report --all -o reports/all

@@ -99,6 +99,13 @@ def test_verify_judges_every_precision_and_check_replays_it(
         lossy = pairs[("torch", f"tflite:{f}.tflite")]["lossy"]
         assert lossy["precision"] == f and lossy["passed"] and lossy["sqnr_db"] >= floor
     assert m["error_vs_float64"]["tflite"] <= 1e-5
+    assert data["environment"]["ai_edge_litert"].startswith("2.3")
+    # Every report form shows the LiteRT runtimes.
+    _ok(run_cli("report", "--from-json", str(js), "-o", str(tmp_path / "rep")))
+    for form in ("parity.json", "parity.md", "parity.html", "junit.xml"):
+        text = (tmp_path / "rep" / form).read_text()
+        for runtime in ("tflite:fp32.tflite", "tflite:fp16.tflite", "tflite:int8.tflite"):
+            assert runtime in text, (form, runtime)
     for f in ("fp32", "fp16", "int8"):
         out = tmp_path / f"c{f}.json"
         _ok(run_cli("check", str(files[f"{f}.tflite"]), "--golden", str(golden), "--json",

@@ -364,6 +364,7 @@ def report(
         "--layers/--no-layers", help="Per-layer errors of torch vs keras for the plots "
         "(failing pairs are localised either way).")] = True,
     precision: Precisions = None,
+    runtimes: Runtimes = None,
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
@@ -371,12 +372,14 @@ def report(
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")
-    if from_json and precision:
-        raise CodennError("--precision runs models; --from-json only renders what was run")
+    if from_json and (precision or runtimes):
+        raise CodennError("--precision and --runtimes run models; --from-json only renders "
+                          "what was run")
     if from_json:
         data = rep.merge_reports(models or [])
     else:
         config = VerifyOptions(batch=batch, seed=seed, precisions=split_list(precision),
+                               runtimes=parse_runtimes(runtimes),
                                layers=[("torch", "keras")] if layers else False)
         config.check()
         data = rep.build_report(_verify_set(models, all_models, config))
