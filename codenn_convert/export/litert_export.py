@@ -126,9 +126,7 @@ def write_keras_tflite(kmodel: Any, output: str | os.PathLike[str], spec: Tflite
         with _quiet(), _finite_max_pool_pads(view, spec.precision == "int8"):
             view.export(str(tmp), format="litert", verbose=False,
                         **_converter_settings(spec, view))
-        data = _with_metadata(tmp.read_bytes(), spec.metadata())
-        tmp.write_bytes(data)
-        del data
+        _add_metadata(tmp, spec.metadata())
         _check_export(tmp, view, spec)
     return Path(output)
 
@@ -235,29 +233,35 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _with_metadata(data: bytes, entries: Mapping[str, str]) -> bytes:
-    """``data`` with ``entries`` as flatbuffer metadata (one buffer each), replacing ours.
+def _add_metadata(path: Path, entries: Mapping[str, str]) -> None:
+    """Rewrite the LiteRT file ``path`` with ``entries`` as flatbuffer metadata (one buffer
+    each), replacing ours.
 
-    The object API reads the weight buffers as numpy views of ``data``; packing copies
-    them once into the new flatbuffer.
+    Memory: the file is mapped, the object API reads its weight buffers as views of the
+    mapping, and packing copies them once into the new flatbuffer, which is written from
+    the builder's own buffer (no further copy).
     """
+    import flatbuffers
     from ai_edge_litert import schema_py_generated as fb
 
-    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
-    model.metadata = [m for m in (model.metadata or []) if not m.name or not
-                      m.name.decode("utf-8", "replace").startswith("codenn.")]
-    for key, value in entries.items():
-        buf = fb.BufferT()
-        buf.data = np.frombuffer(value.encode("utf-8"), np.uint8)
-        model.buffers.append(buf)
-        meta = fb.MetadataT()
-        meta.name, meta.buffer = key.encode("utf-8"), len(model.buffers) - 1
-        model.metadata.append(meta)
-    import flatbuffers
+    from codenn_convert.export.litert_format import mapped
 
-    builder = flatbuffers.Builder(len(data) + (1 << 16))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    with mapped(path) as data:
+        model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+        model.metadata = [m for m in (model.metadata or []) if not m.name or not
+                          m.name.decode("utf-8", "replace").startswith("codenn.")]
+        for key, value in entries.items():
+            buf = fb.BufferT()
+            buf.data = np.frombuffer(value.encode("utf-8"), np.uint8)
+            model.buffers.append(buf)
+            meta = fb.MetadataT()
+            meta.name, meta.buffer = key.encode("utf-8"), len(model.buffers) - 1
+            model.metadata.append(meta)
+        builder = flatbuffers.Builder(len(data) + (1 << 16))
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        del model  # its views of the mapping must go before the mapping closes
+    with open(path, "wb") as f:
+        f.write(memoryview(builder.Bytes)[builder.Head():])
 
 
 def _check_export(path: Path, view: Any, spec: TfliteSpec) -> None:
@@ -278,10 +282,8 @@ def _check_export(path: Path, view: Any, spec: TfliteSpec) -> None:
     h, w = (view.inputs[0].shape[1:3] if spec.layout == "nhwc"
             else view.inputs[0].shape[2:4])
     x = synthetic_images(1, (int(h), int(w)), seed=12345)
-    data = path.read_bytes()
-    interpreter = open_interpreter(data, path)
-    (got,) = run_interpreter(interpreter, x, input_layout(interpreter, data, (int(h), int(w)),
-                                                           path))
+    interpreter = open_interpreter(path)
+    (got,) = run_interpreter(interpreter, x, input_layout(interpreter, path, (int(h), int(w))))
     feed = x.transpose(0, 2, 3, 1) if spec.layout == "nhwc" else x
     ref = np.asarray(view(feed, training=False))
     if not np.isfinite(got).all():

@@ -10,6 +10,7 @@ checkpoint. Only ``ai_edge_litert`` (its interpreter and its flatbuffer schema) 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ META_LAYOUT = "codenn.layout"
 META_SOURCE = "codenn.source"
 __all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "META_LAYOUT", "META_MODEL", "META_PRECISION",
            "META_SOURCE", "TFLITE_SUFFIX", "check_layout", "detect_precision",
-           "input_layout", "open_interpreter", "read_metadata", "read_model_bytes",
+           "check_file", "input_layout", "mapped", "open_interpreter", "read_metadata",
            "run_interpreter"]
 
 #: A flatbuffer's file identifier sits at bytes 4..8; LiteRT's is ``TFL3``.
@@ -47,33 +48,36 @@ def check_layout(layout: str) -> str:
     return layout.lower()
 
 
-def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a LiteRT file, refused at once when it is not one (no identifier)."""
+def check_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a file with LiteRT's identifier; refused at once otherwise."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"LiteRT file not found: {path}")
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != _IDENTIFIER:
         raise CheckpointError(f"{path} is not a LiteRT (.tflite) flatbuffer: no TFL3 "
                               f"identifier")
-    return data
+    return path
 
 
-def open_interpreter(data: bytes, path: str | os.PathLike[str], *, preserve: bool = False,
+def open_interpreter(path: str | os.PathLike[str], *, preserve: bool = False,
                      threads: int | None = None) -> Any:
-    """An interpreter for ``data``; a damaged file is one :class:`CheckpointError`.
+    """An interpreter for the file ``path``; a damaged file is one :class:`CheckpointError`.
 
-    ``preserve`` keeps every intermediate tensor readable (layer-by-layer comparison) and
-    runs the reference kernels: the XNNPACK delegate, LiteRT's default on CPU, fuses whole
-    subgraphs into one node whose inner tensors are gone.
+    The interpreter maps the file (no copy of the weights) and verifies the flatbuffer
+    before building anything from it. ``preserve`` keeps every intermediate tensor readable
+    (layer-by-layer comparison) and runs the reference kernels: the XNNPACK delegate,
+    LiteRT's default on CPU, fuses whole subgraphs into one node whose inner tensors are
+    gone.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    path = check_file(path)
     kind = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if preserve
             else OpResolverType.AUTO)
     try:
-        # The interpreter verifies the flatbuffer before building anything from it.
-        return Interpreter(model_content=data, num_threads=threads or os.cpu_count() or 1,
+        return Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1,
                            experimental_op_resolver_type=kind,
                            experimental_preserve_all_tensors=preserve)
     except (ValueError, RuntimeError) as exc:
@@ -81,8 +85,8 @@ def open_interpreter(data: bytes, path: str | os.PathLike[str], *, preserve: boo
         raise CheckpointError(f"{path} is not a loadable LiteRT model: {first}") from None
 
 
-def input_layout(interpreter: Any, data: bytes, input_size: tuple[int, int],
-                 path: str | os.PathLike[str]) -> str:
+def input_layout(interpreter: Any, path: str | os.PathLike[str], input_size: tuple[int, int]
+                 ) -> str:
     """``NHWC`` or ``NCHW``: the layout of the one float32 image input of ``input_size``.
 
     The file must map one image batch to one float32 logits tensor ``[N, classes]``.
@@ -107,7 +111,7 @@ def input_layout(interpreter: Any, data: bytes, input_size: tuple[int, int],
     if not found:
         raise UsageError(f"{path}: input shape {dims} fits neither NHWC [N, {h}, {w}, 3] nor "
                          f"NCHW [N, 3, {h}, {w}] (the model's input size)")
-    declared = read_metadata_of(data).get(META_LAYOUT)
+    declared = read_metadata(path).get(META_LAYOUT)
     layout = found[0] if len(found) == 1 else (declared or "nhwc").upper()
     if declared and declared.upper() != layout:
         raise UsageError(f"{path}: metadata says {declared.upper()} input but the input "
@@ -115,29 +119,36 @@ def input_layout(interpreter: Any, data: bytes, input_size: tuple[int, int],
     return layout
 
 
+@contextlib.contextmanager
+def mapped(path: str | os.PathLike[str]) -> Iterator[mmap.mmap]:
+    """The file's bytes, memory-mapped read-only (pages are read as they are touched)."""
+    with open(check_file(path), "rb") as f, mmap.mmap(f.fileno(), 0,
+                                                       access=mmap.ACCESS_READ) as data:
+        yield data
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Our ``codenn.*`` metadata entries of a LiteRT file."""
-    return read_metadata_of(read_model_bytes(path))
-
-
-def read_metadata_of(data: bytes) -> dict[str, str]:
-    """Our ``codenn.*`` metadata entries of LiteRT model bytes (others are not text)."""
+    """Our ``codenn.*`` metadata entries of a LiteRT file (others are not text)."""
     import struct
 
     from ai_edge_litert.schema_py_generated import Model
 
     found = {}
-    try:
-        model = Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            name = (entry.Name() or b"").decode("utf-8", "replace")
-            if name.startswith("codenn."):
-                buf = model.Buffers(entry.Buffer())
-                raw = bytes(buf.DataAsNumpy()) if buf is not None and buf.DataLength() else b""
-                found[name] = raw.decode("utf-8", "replace")
-    except (IndexError, struct.error, TypeError, ValueError) as exc:
-        raise CheckpointError(f"damaged LiteRT metadata: {exc}") from None
+    with mapped(path) as data:
+        try:
+            model = Model.GetRootAs(data, 0)
+            for i in range(model.MetadataLength()):
+                entry = model.Metadata(i)
+                name = (entry.Name() or b"").decode("utf-8", "replace")
+                if name.startswith("codenn."):
+                    buf = model.Buffers(entry.Buffer())
+                    raw = bytes(buf.DataAsNumpy()) if buf is not None and buf.DataLength() \
+                        else b""
+                    found[name] = raw.decode("utf-8", "replace")
+        except (IndexError, struct.error, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: damaged LiteRT metadata: {exc}") from None
+        finally:
+            model = None  # its views of the mapping must go before the mapping closes
     return found
 
 

@@ -28,7 +28,6 @@ from codenn_convert.export.litert_format import (
     detect_precision,
     input_layout,
     open_interpreter,
-    read_model_bytes,
     run_interpreter,
 )
 from codenn_convert.verification.matching import MappedLayer, to_torch_layout
@@ -56,9 +55,8 @@ class TfliteRunner:
 
     def check(self) -> None:
         """Open the file: one float32 image batch of ``input_size`` to float32 logits."""
-        data = read_model_bytes(self.path)
-        interpreter = open_interpreter(data, self.path, threads=1)
-        self.layout = input_layout(interpreter, data, self.input_size, self.path)
+        interpreter = open_interpreter(self.path, threads=1)
+        self.layout = input_layout(interpreter, self.path, self.input_size)
         self.precision = self.precision or detect_precision(interpreter)
 
     def prepare(self) -> None:
@@ -69,8 +67,7 @@ class TfliteRunner:
     def run(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not self.precision:
             self.check()
-        data = read_model_bytes(self.path)
-        interpreter = open_interpreter(data, self.path)
+        interpreter = open_interpreter(self.path)
         return [run_interpreter(interpreter, x, self.layout)[0] for x in batches]
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
@@ -132,8 +129,7 @@ class TfliteProbe:
     def __init__(self, path: str | os.PathLike[str], layers: Sequence[MappedLayer],
                  layout: str) -> None:
         self.path, self.layout = Path(path), layout
-        data = read_model_bytes(self.path)
-        interp = open_interpreter(data, self.path, preserve=True, threads=1)
+        interp = open_interpreter(self.path, preserve=True, threads=1)
         details = {int(t["index"]): t for t in interp.get_tensor_details()}
         self.tensors = layer_tensors(interp._get_ops_details(), details, layers)  # noqa: SLF001
         #: (scale, zero point) of int8 tensors, dequantised to compare with float ones.
@@ -144,7 +140,7 @@ class TfliteProbe:
 
     def run(self, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
         names = [n for n in names if n in self.tensors]
-        interp = open_interpreter(read_model_bytes(self.path), self.path, preserve=True)
+        interp = open_interpreter(self.path, preserve=True)
         values = run_interpreter(interp, x, self.layout, [self.tensors[n] for n in names])[1:]
         del interp
         out = {}
