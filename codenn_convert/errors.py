@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from codenn_convert.interface import NUM_BATCHES_TRACKED
+
 
 class CodennError(Exception):
     """A problem with the user's input; the CLI prints it on one line and exits with 2."""
@@ -30,7 +32,7 @@ def key_mismatch(model: str, missing: list[str], unexpected: list[str]) -> Check
     """Build the error for a checkpoint whose keys are not the model's."""
     # Parameters say more about the architecture than BatchNorm buffers: show them first.
     def _rank(keys: list[str]) -> list[str]:
-        buffers = ("num_batches_tracked", "running_mean", "running_var")
+        buffers = (NUM_BATCHES_TRACKED, "running_mean", "running_var")
         return sorted(keys, key=lambda k: k.rsplit(".", 1)[-1] in buffers)
 
     missing, unexpected = _rank(missing), _rank(unexpected)

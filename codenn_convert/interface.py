@@ -1,4 +1,4 @@
-"""The ONNX interface every export and check shares: one home for names and opset."""
+"""The interfaces every part shares: ONNX names and opset, image layout, torch-only keys."""
 
 from __future__ import annotations
 
@@ -12,3 +12,5 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 #: How an image batch is laid out: torch and ONNX take NCHW, Keras NHWC.
 Layout = Literal["NCHW", "NHWC"]
+#: The torch-only BatchNorm buffer (a key suffix: ``<module>.num_batches_tracked``).
+NUM_BATCHES_TRACKED = "num_batches_tracked"

@@ -48,8 +48,9 @@ TfliteFiles = Annotated[list[Path] | None, typer.Option(
     "repeatable.")]
 Runtimes = Annotated[str | None, typer.Option(
     "--runtimes", metavar="LIST",
-    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras,tflite (default: the "
-    "first four).")]
+    help="Comma-separated subset of our runtimes: torch, keras, onnx-torch, onnx-keras, "
+    "tflite, as the verifier's runtime table lists them (default: all but the opt-in tflite; "
+    "an unknown name is an error naming them).")]
 Precisions = Annotated[list[str] | None, typer.Option(
     "--precision", metavar="fp16|int8",
     help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,10 @@ from codenn_convert.export.litert_format import (
     run_interpreter,
 )
 from codenn_convert.verification.matching import MappedLayer, to_torch_layout
-from codenn_convert.verification.probes import Probe
+from codenn_convert.verification.runners import Runner, Twins, runtime
+
+if TYPE_CHECKING:  # the diagnostic layer is imported only when a probe is asked for
+    from codenn_convert.verification.probes import Probe
 
 #: Runtime name prefix of a user-given LiteRT file: ``tflite:<file name>``.
 TFLITE_FILE_PREFIX = "tflite:"
@@ -152,18 +155,20 @@ class TfliteProbe:
         return out
 
 
-def keras_tflite_runner(kmodel: Any, model: str, path: Path, input_size: tuple[int, int]
-                        ) -> TfliteRunner:
-    """Runtime ``tflite``: the Keras twin's float32 NHWC LiteRT export, written to ``path``
-    when it runs (:func:`codenn_convert.export.litert_export.write_keras_tflite`)."""
+@runtime("tflite", default=False)
+def _tflite_runtime(t: Twins) -> Runner:
+    """The Keras twin's float32 NHWC LiteRT export, written when it runs
+    (:func:`codenn_convert.export.litert_export.write_keras_tflite`). Opt-in: its export
+    would add about TFLITE_COST to ``make parity``."""
 
     def export(p: Path) -> Any:
         from codenn_convert.export.litert_export import TfliteSpec, write_keras_tflite
 
-        return write_keras_tflite(kmodel, p, TfliteSpec(model, source="the verified Keras twin"))
+        return write_keras_tflite(t.keras_model, p,
+                                  TfliteSpec(t.model, source="the verified Keras twin"))
 
-    return TfliteRunner(path, name="tflite", input_size=input_size, export=export,
-                        precision="fp32")
+    return TfliteRunner(t.out_dir / f"{t.model}.tflite", name="tflite",
+                        input_size=t.input_size, export=export, precision="fp32")
 
 
 def user_tflite_runners(files: Sequence[str | os.PathLike[str]], input_size: tuple[int, int]

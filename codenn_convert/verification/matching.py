@@ -7,14 +7,15 @@ is by name).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from codenn_convert.interface import Layout
-from codenn_convert.twins.mapper import hwc_flatten_of
+from codenn_convert.twins.graph import KerasGraph
+from codenn_convert.twins.rules import keras_rule
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,10 @@ class MappedLayer:
     shape: tuple[int, ...]  # (C, H, W) or (F,)
     #: Set when the Keras output is a flattening of an (H, W, C) map (torch flattens C, H, W).
     flatten_hwc: tuple[int, int, int] | None = None
-    kind: str = ""  # the Keras layer class (``Conv2D``, ``BatchNormalization``, ...)
+    kind: str = ""  # its layer rule (``conv``, ``batchnorm``, ...); "" for weightless layers
     source: str | None = None  # the layer feeding it, if it has exactly one input
+    #: Exporters may fold it into ``source`` (its rule says so: BatchNorm after a conv).
+    folds_into_source: bool = False
 
     def nbytes(self, batch: int) -> int:
         return 4 * batch * int(np.prod(self.shape))
@@ -40,8 +43,6 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
     outputs that are not an NHWC map or a vector. ``sample`` (NCHW, one sample is enough)
     drives the torch pass that counts the calls.
     """
-    import torch
-
     modules = dict(torch_model.named_modules())
     candidates: dict[str, Any] = {}
     for layer in keras_model.layers:
@@ -49,33 +50,43 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
             shape = getattr(layer.output, "shape", None)
             if shape is not None and len(shape) in (2, 4):
                 candidates[layer.name] = layer
-    calls = dict.fromkeys(candidates, 0)
+    calls = _calls(torch_model, modules, candidates, sample)
+    graph = KerasGraph(keras_model)
+    out = []
+    for name, layer in candidates.items():
+        if calls[name] != 1:
+            continue
+        dims = tuple(int(d) for d in layer.output.shape[1:])
+        rule = keras_rule(layer, required=False)
+        common = {"kind": rule.name if rule else "", "source": graph.source(name),
+                  "folds_into_source": bool(rule and rule.folds_into_source)}
+        if len(dims) == 3:
+            out.append(MappedLayer(name, (dims[2], dims[0], dims[1]), **common))
+        else:
+            out.append(MappedLayer(name, dims, graph.hwc_flatten_of(name), **common))
+    return out
+
+
+def _calls(torch_model: Any, modules: dict[str, Any], names: Iterable[str], sample: np.ndarray
+           ) -> dict[str, int]:
+    """How often each named torch module runs in one forward pass of ``sample[:1]``."""
+    import torch
+
+    calls = dict.fromkeys(names, 0)
 
     def counter(name: str) -> Callable[..., None]:
         def hook(_m: Any, _i: Any, _o: Any) -> None:
             calls[name] += 1
         return hook
 
-    handles = [modules[n].register_forward_hook(counter(n)) for n in candidates]
+    handles = [modules[n].register_forward_hook(counter(n)) for n in calls]
     try:
         with torch.no_grad():
             torch_model(torch.from_numpy(np.ascontiguousarray(sample[:1])))
     finally:
         for h in handles:
             h.remove()
-    out = []
-    for name, layer in candidates.items():
-        if calls[name] != 1:
-            continue
-        dims = tuple(int(d) for d in layer.output.shape[1:])
-        inbound = layer._inbound_nodes[0].input_tensors if layer._inbound_nodes else []
-        source = inbound[0]._keras_history.operation.name if len(inbound) == 1 else None
-        kind = type(layer).__name__
-        if len(dims) == 3:
-            out.append(MappedLayer(name, (dims[2], dims[0], dims[1]), kind=kind, source=source))
-        else:
-            out.append(MappedLayer(name, dims, hwc_flatten_of(layer), kind, source))
-    return out
+    return calls
 
 
 def to_torch_layout(y: np.ndarray, layer: MappedLayer, layout: Layout) -> np.ndarray:

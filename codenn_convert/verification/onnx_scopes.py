@@ -90,8 +90,8 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
     A layer's output is the last tensor its nodes produce that is used outside them (or is a
     graph output). Quantize/DequantizeLinear nodes of an int8 graph belong to no layer (a
     layer's output is the float tensor they quantise); fp16 Casts carry no layer's name.
-    A BatchNorm with no node of its own was folded into the conv feeding it,
-    so that conv's tensor is the BatchNorm's output, and the conv's own is not in the graph.
+    A layer whose rule folds it into its source (BatchNorm) and has no node of its own was folded
+    into the conv feeding it, so that conv's tensor is its output (the conv's own is gone).
     """
     wanted = {m.name for m in layers}
     weights = _weight_names(graph)
@@ -136,6 +136,6 @@ def find_layer_tensors(graph: Any, layers: Sequence[MappedLayer]
             if t and (t in graph_outputs or consumers.get(t, set()) - {layer}):
                 found[layer] = t  # graph order is topological: the last one wins
     for m in layers:
-        if m.kind == "BatchNormalization" and m.name not in found and m.source in found:
+        if m.folds_into_source and m.name not in found and m.source in found:
             found[m.name] = found.pop(m.source)
     return found, flavour

@@ -9,17 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codenn_convert.errors import UsageError
+from codenn_convert.export.precision import LOSSY_PRECISIONS
+from codenn_convert.verification import litert_runner  # noqa: F401 - registers "tflite"
 from codenn_convert.verification.lossy import check_thresholds
+from codenn_convert.verification.runners import RUNTIMES as RUNTIME_TABLE
+from codenn_convert.verification.runners import default_runtimes
 
-RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
-#: Runtimes that run only when asked for (``--runtimes ...,tflite``): the Keras twin's LiteRT
-#: export in ``ai_edge_litert``'s interpreter.
-OPTIONAL_RUNTIMES: tuple[str, ...] = ("tflite",)
-KNOWN_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES
+#: Every runtime we can run, in order (the table of :mod:`codenn_convert.verification.runners`;
+#: ``tflite`` is registered beside its runner in :mod:`.litert_runner`, imported above).
+KNOWN_RUNTIMES: tuple[str, ...] = tuple(RUNTIME_TABLE)
+#: The runtimes that run by default: all but the opt-in ones (``tflite``).
+RUNTIMES: tuple[str, ...] = default_runtimes()
 
 
 #: Reduced precisions the verifier can add to our ONNX runtimes.
-LOSSY_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 
 
 PathLike = str | os.PathLike[str]
@@ -37,7 +40,7 @@ class VerifyOptions:
     batch: int = 2
     seed: int = 0
     input_size: tuple[int, int] | None = None
-    runtimes: Sequence[str] = RUNTIMES  # which of our four runtimes run
+    runtimes: Sequence[str] = RUNTIMES  # which of our runtimes run
     rtol: float | None = None  # default: the model's
     #: Compare every mapped layer of all pairs (True) or of the given pairs.
     layers: bool | Collection[tuple[str, str]] = False
