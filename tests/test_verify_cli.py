@@ -22,7 +22,7 @@ def test_rtol_must_be_positive_and_finite(value: str) -> None:
 
 
 def test_unknown_runtime() -> None:
-    _one_line(run_cli("verify", "alexnet", "--runtimes", "torch,tflite"), "unknown: tflite")
+    _one_line(run_cli("verify", "alexnet", "--runtimes", "torch,tvm"), "unknown: tvm")
     _one_line(run_cli("verify", "alexnet", "--runtimes", "torch"), "two or more")
 
 
