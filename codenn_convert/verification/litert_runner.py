@@ -159,7 +159,7 @@ class TfliteProbe:
 def _tflite_runtime(t: Twins) -> Runner:
     """The Keras twin's float32 NHWC LiteRT export, written when it runs
     (:func:`codenn_convert.export.litert_export.write_keras_tflite`). Opt-in: its export
-    would add about TFLITE_COST to ``make parity``."""
+    made ``make parity`` 1.55x slower (docs/litert.md), above the 1.5x budget."""
 
     def export(p: Path) -> Any:
         from codenn_convert.export.litert_export import TfliteSpec, write_keras_tflite
