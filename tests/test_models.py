@@ -27,7 +27,7 @@ import torch
 from codenn_convert.errors import UsageError
 from codenn_convert.registry import get_model, get_spec, list_models
 from codenn_convert.twins import mapper
-from codenn_convert.twins.build import inference_view, keras_twin, torch_twin
+from codenn_convert.twins.build import inference_view, set_torch_state, torch_twin
 from codenn_convert.twins.init import realistic_model, torch_state_of
 from codenn_convert.verification.metrics import compare
 
@@ -48,13 +48,13 @@ def test_model_contract(name: str) -> None:
     assert sum(p.numel() for p in tmodel.parameters()) == spec.num_params
 
     # Both twins build; the Keras twin's plan implies exactly the torch twin's keys and shapes.
-    kmodel = keras_twin(name, state, input_size=size)
+    kmodel = get_model(name, "keras", input_size=size)
     plan = mapper.plan_keras_model(kmodel)
     assert mapper.expected_torch_state(plan) == {k: v.shape for k, v in state.items()}
     assert int(sum(np.prod(v.shape) for v in kmodel.trainable_weights)) == spec.num_params
 
     # The round trip through the Keras twin's own variables is bit-exact.
-    _, tracked = mapper.torch_to_keras(state, plan, name)
+    _, tracked = set_torch_state(kmodel, state, name)
     back = mapper.keras_to_torch(mapper.get_keras_weights(kmodel), plan, name, tracked)
     assert sorted(back) == sorted(state)
     for key, value in state.items():
