@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from codenn_convert import convert_checkpoint
 from codenn_convert.errors import UsageError
 from codenn_convert.init import realistic_state
 from codenn_convert.models.densenet.torchvision_legacy import rename_legacy_keys
@@ -221,7 +222,7 @@ def test_legacy_torchvision_checkpoint_converts_with_a_note(
     proc = _ok(run_cli("identify", str(old)))
     assert proc.stdout.split() == ["densenet121"]  # keras_densenet121 reads no legacy keys
     back = module_tmp / "legacy_back.pth"
-    _ok(run_cli("convert", "densenet121", str(module_tmp / "legacy.weights.h5"), str(back)))
+    convert_checkpoint("densenet121", module_tmp / "legacy.weights.h5", back)
     got = _load(back)
     for key, value in tv_state.items():
         if not key.endswith(NBT):
@@ -306,8 +307,7 @@ def test_verify_names_a_faulty_layer(tv_state: dict[str, np.ndarray], module_tmp
     bad = {k: v.copy() for k, v in tv_state.items()}
     bad[f"{FAULT}.weight"][5] *= 1.02
     bad_h5 = module_tmp / "bad.weights.h5"
-    _ok(run_cli("convert", "densenet121", str(_save(bad, module_tmp / "bad.pth")),
-                str(bad_h5)))
+    convert_checkpoint("densenet121", _save(bad, module_tmp / "bad.pth"), bad_h5)
     report = module_tmp / "fault.json"
     proc = run_cli("verify", "densenet121", "--torch-weights", str(clean), "--keras-weights",
                    str(bad_h5), "--input-size", "64", "64", "--runtimes", "torch,keras",
