@@ -94,8 +94,9 @@ def _register(name: str, variant: str, *, style: dict[str, float],
 
 
 for _name in VARIANTS:
-    # torchvision's pre-0.2 checkpoints spell ``norm.1`` for ``norm1``; only torchvision's
-    # variants read them (keras.applications never wrote torch files).
+    # torchvision's published DenseNet files spell ``norm.1`` for ``norm1``; only torchvision's
+    # variants read them (keras.applications never wrote torch files), so such a file
+    # identifies as one model.
     _register(_name, _name, style={},
               torch_filters=(f"{_PKG}.torchvision_legacy:rename_legacy_keys",))
 for _name, _variant in KERAS_VARIANTS.items():
