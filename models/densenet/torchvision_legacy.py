@@ -4,9 +4,8 @@ The DenseNet weights torchvision publishes (``densenet121-a639ec97.pth`` ...), a
 checkpoints saved from its early DenseNet, name a dense layer's modules ``norm.1``,
 ``relu.1``, ``conv.1``, ``norm.2``, ... (``features.denseblock1.denselayer1.norm.1.weight``);
 the modules are ``norm1``, ``conv1`` today. torchvision's own ``_load_state_dict`` renames
-them with a regular expression before loading;
-this filter applies the same rule, so such a file converts, identifies and exports, with one
-note saying how many keys it renamed.
+them with a regular expression before loading; this filter applies the same rule, so such a
+file converts, identifies and exports, with one note saying how many keys it renamed.
 """
 
 from __future__ import annotations
