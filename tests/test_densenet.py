@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from codenn_convert import convert_checkpoint
-from codenn_convert.init import realistic_state
 from codenn_convert.models.densenet.torchvision_legacy import rename_legacy_keys
 from codenn_convert.registry import get_model, get_spec
-from codenn_convert.twins import keras_twin
+from codenn_convert.twins.build import keras_twin
+from codenn_convert.twins.init import realistic_state
 from tests.conftest import max_rel, run_cli
 from tests.keras_apps import realistic_keras_application
 
