@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from codenn_convert import targets
 from codenn_convert.errors import (
     CheckpointError,
     CodennError,
@@ -43,15 +45,15 @@ TRACKED_ATTR = "codenn_num_batches_tracked"
 def checkpoint_format(path: str | os.PathLike[str]) -> Format:
     """Detect the file format from the extension."""
     name = Path(path).name.lower()
-    if name.endswith((".pt", ".pth")):
+    if name.endswith((".pt", ".pth", ".ckpt")):  # .ckpt: Lightning's torch.save
         return "pt"
     if name.endswith(".safetensors"):
         return "safetensors"
     if name.endswith(".h5"):
         return "keras"
     raise UsageError(
-        f"cannot tell the format of {path}: use .pt, .pth or .safetensors (torch layout) "
-        f"or .weights.h5 (Keras)"
+        f"cannot tell the format of {path}: use .pt, .pth, .ckpt or .safetensors (torch "
+        f"layout) or .weights.h5 (Keras)"
     )
 
 
@@ -67,8 +69,13 @@ def _umask() -> int:
 
 
 def ensure_writable(path: str | os.PathLike[str]) -> Path:
-    """Fail early, before any work, if ``path`` cannot be created or replaced."""
-    dst = Path(path)
+    """Fail early, before any work, if ``path`` cannot be created or replaced; the path
+    written (a symlink's target; ``-`` and pipes/devices as given, see :mod:`targets`)."""
+    if targets.is_stream(path):
+        if not targets.is_stdout(path) and not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied")
+        return Path(path)
+    dst = targets.resolve(path)
     parent = dst.parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
@@ -76,6 +83,7 @@ def ensure_writable(path: str | os.PathLike[str]) -> Path:
         raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
     if dst.is_dir():
         raise OutputError(f"cannot write {dst}: it is a directory")
+    targets.check_replaceable(dst)
     return dst
 
 
@@ -84,9 +92,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
     A failure leaves any existing file at ``path`` untouched and removes the temporary file.
-    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``).
+    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``). ``-``, a
+    FIFO or a device is written in place, and a symlink's target is replaced (the link kept):
+    :mod:`codenn_convert.targets`.
     """
     dst = ensure_writable(path)
+    if targets.is_stream(dst):
+        with targets.stream_output(dst) as tmp:
+            yield tmp
+        return
     parent = dst.parent
     suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
     # The name says who made it: a file left by `kill -9` (nothing can catch it) is ours.
@@ -99,7 +113,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # mkstemp creates 0600; give the file the mode a plain open() would (or keep the
         # mode of the file it replaces), so outputs stay readable by the user's tools.
         os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except PermissionError as exc:  # e.g. made immutable while we worked
+            raise targets.replace_failed(exc, dst) from None
     except BaseException as exc:
         # Measured before the partial file goes. An interrupt stays an interrupt, and our
         # own errors already say what is wrong.
@@ -428,26 +445,41 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _NamedBuffer(io.BytesIO):
+    """An in-memory file Keras accepts as a ``.weights.h5`` path (its H5 store takes a
+    BytesIO; its name check reads ``str()``)."""
+
+    def __str__(self) -> str:
+        return "memory.weights.h5"
+
+
 def save_keras_model_weights(
     model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None,
     attrs: dict[str, str] | None = None,
 ) -> Path:
     """``model.save_weights`` atomically; BN counters (and ``attrs``, e.g. the source dtypes)
-    go into root attributes."""
+    go into root attributes.
+
+    The HDF5 file is built in memory and its bytes written by :func:`atomic_output`: HDF5's
+    own writer crashes the process (SIGSEGV) when the disk fills up under it, while a plain
+    write fails with ENOSPC, which is a clean one-line error with the old file kept.
+    """
     import h5py
 
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise UsageError(f"Keras weights must be saved as .weights.h5, got {path.name}")
-    with atomic_output(path) as tmp:
-        tmp.unlink()  # Keras refuses to overwrite silently in some versions
-        model.save_weights(str(tmp))
-        if tracked or attrs:
-            with h5py.File(tmp, "a") as f:
-                if tracked:
-                    f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
-                for name, value in (attrs or {}).items():
-                    f.attrs[name] = value
+    ensure_writable(path)
+    buffer = _NamedBuffer()
+    model.save_weights(buffer)
+    if tracked or attrs:
+        with h5py.File(buffer, "a") as f:
+            if tracked:
+                f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+            for name, value in (attrs or {}).items():
+                f.attrs[name] = value
+    with atomic_output(path) as tmp, tmp.open("wb") as out:
+        out.write(buffer.getbuffer())
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codenn_convert import npyfile
 from codenn_convert.errors import UsageError
 
 #: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
@@ -31,30 +32,32 @@ def seeded_batch(batch: int, input_size: tuple[int, int], seed: int) -> np.ndarr
     return rng.standard_normal((batch, 3, *input_size), dtype=np.float32)
 
 
-def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype]:
+def npy_header(path: str | os.PathLike[str], what: str = "input file"
+               ) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header alone; checked to be a float32
-    ``[N, 3, H, W]`` batch in C order."""
-    path = Path(path)
+    ``[N, 3, H, W]`` batch in C order whose data the file holds in full."""
+    return _checked_header(Path(path), what).shape, np.dtype(np.float32)
+
+
+def _checked_header(path: Path, what: str) -> npyfile.NpyHeader:
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory, not a .npy file")
     if not path.is_file():
-        raise UsageError(f"input file not found: {path}")
+        raise UsageError(f"{what} not found: {path}")
     try:
         with path.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            offset = f.tell()
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{path} is not a .npy file: {str(exc)[:120]}") from None
-    if dtype != np.float32 or len(shape) != 4 or shape[1] != 3 or shape[0] < 1 or fortran:
+            h = npyfile.read_header(f)
+    except npyfile.NpyError as exc:
+        raise UsageError(f"{path} is not a .npy file: {exc}") from None
+    shape = h.shape
+    if h.dtype != np.float32 or len(shape) != 4 or shape[1] != 3 or shape[0] < 1 or h.fortran:
         raise UsageError(f"{path}: expected a float32 NCHW batch [N, 3, H, W], found "
-                         f"{dtype} {list(shape)}{' (Fortran order)' if fortran else ''}")
+                         f"{h.describe()}{' (Fortran order)' if h.fortran else ''}")
     # The header's claim is checked against the file before any data is read (or allocated).
-    if path.stat().st_size != offset + 4 * int(np.prod(shape, dtype=np.int64)):
+    if path.stat().st_size != h.offset + h.nbytes:
         raise UsageError(f"{path}: the file's size does not match its header's shape "
                          f"{list(shape)} (truncated or damaged)")
-    return tuple(shape), dtype
+    return h
 
 
 def npy_input_size(files: Sequence[str | os.PathLike[str]],
@@ -75,15 +78,19 @@ def npy_input_size(files: Sequence[str | os.PathLike[str]],
     return size  # type: ignore[return-value]
 
 
-def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
-    """A checked float32 NCHW batch from a ``.npy`` file (header first, no pickles)."""
-    shape, _ = npy_header(path)
+def load_npy(path: str | os.PathLike[str], what: str = "input file") -> np.ndarray:
+    """A checked float32 NCHW batch from a ``.npy`` file (header first, no pickles): the
+    one reader of ``--inputs`` and ``--calibration``."""
+    path = Path(path)
+    h = _checked_header(path, what)
     try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+        with path.open("rb") as f:
+            f.seek(h.offset)
+            x = npyfile.read_data(f, h)
+    except (npyfile.NpyError, OSError) as exc:
         raise UsageError(f"{path}: cannot read: {str(exc)[:120]}") from None
-    if x.shape != shape or not np.isfinite(x).all():
-        raise UsageError(f"{path}: the data must be finite numbers of shape {list(shape)}")
+    if not np.isfinite(x).all():
+        raise UsageError(f"{path}: the data must be finite numbers (it holds NaN or Inf)")
     return np.ascontiguousarray(x)
 
 

@@ -98,28 +98,15 @@ def load_calibration(
 
 
 def _read_npy(path: Path, input_size: tuple[int, int]) -> np.ndarray:
-    """A float NCHW ``[N, 3, H, W]`` array, its header checked before the data is read."""
-    with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # 3.0 only exists for structured dtypes with unicode field names
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as exc:
-            raise UsageError(f"cannot read calibration data {path}: {exc}") from None
-    want = (3, *input_size)
-    if len(shape) != 4 or tuple(shape[1:]) != want or shape[0] < 1:
+    """A float32 NCHW ``[N, 3, H, W]`` batch of the export's size, read as ``--inputs``
+    reads one (header checked against the file before any data is read)."""
+    from codenn_convert.inputs import load_npy, npy_header
+
+    shape, _ = npy_header(path, "calibration data")
+    if tuple(shape[2:]) != tuple(input_size):
         raise UsageError(f"calibration data {path.name} has shape {tuple(shape)}; expected "
-                         f"float32 NCHW [N, {', '.join(map(str, want))}] with N >= 1")
-    if dtype.kind != "f":
-        raise UsageError(f"calibration data {path.name} has dtype {dtype}; expected float32")
-    data = np.load(path, allow_pickle=False)
-    if not np.isfinite(data).all():
-        raise UsageError(f"calibration data {path.name} contains NaN or Inf")
-    return np.ascontiguousarray(data, dtype=np.float32)
+                         f"float32 NCHW [N, 3, {input_size[0]}, {input_size[1]}]")
+    return load_npy(path, "calibration data")
 
 
 def _calibration_images(path: Path, input_size: tuple[int, int]) -> Calibration:

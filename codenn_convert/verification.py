@@ -458,7 +458,7 @@ class VerifyRun:
         spec = get_spec(model)
         self.model, self.config, self.say = model, config, progress or (lambda _m: None)
         self.size = twins.default_input_size(
-            model, npy_input_size(config.inputs, config.input_size))
+            model, npy_input_size(config.inputs, config.input_size), config.batch)
         # Given files are opened before any model work: a bad one costs nothing.
         self.user = user_onnx_runners(config.onnx, self.size)
         if config.save_golden is not None:
