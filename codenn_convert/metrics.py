@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
+from codenn_convert.floor import degenerate, effective_rtol, farther
 from codenn_convert.localise import LayerError
 
 #: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
@@ -51,6 +52,12 @@ class PairResult:
     farther: str | None = None
     #: For a pair with a reduced-precision side: the lossy criteria that judge it.
     lossy: LossyResult | None = None
+    #: Runtimes of this pair whose logits are constant for a sample (all zero, say): no
+    #: evidence of agreement, so the pair fails (:func:`codenn_convert.floor.degenerate`).
+    degenerate: list[str] = field(default_factory=list)
+    #: The tolerance this float32 pair was judged at: max(rtol, k x the checkpoint's float32
+    #: floor) (:mod:`codenn_convert.floor`); None for lossy pairs (judged by their floors).
+    tolerance: float | None = None
 
 
 @dataclass
@@ -129,13 +136,15 @@ def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str]
         max_abs = max_rel = float("inf")
     a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     honest = not nonfinite  # a masked cosine or top-k would flatter a broken output
+    flat = [n for n, y in zip(names, (a, b), strict=True) if degenerate(y)]
     return PairResult(
         a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel,
         cosine=_cosine(a, b) if honest else None,
         top1=_topk_agreement(a2, b2, 1) if honest else None,
         top5=_topk_agreement(a2, b2, 5) if honest else None,
-        passed=honest and max_rel is not None and max_rel <= rtol, nonfinite_match=match,
-        nonfinite=nonfinite, histogram=histogram(rel),
+        passed=honest and not flat and max_rel is not None and max_rel <= rtol,
+        nonfinite_match=match, nonfinite=nonfinite, histogram=histogram(rel), degenerate=flat,
+        tolerance=rtol,
         p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
     )
 
@@ -154,7 +163,8 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
                                top1=m.top1, top5=m.top5, finite=m.finite,
                                thresholds=asdict(thresholds), passed=thresholds.passes(m),
                                layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
-    result.passed = result.lossy.passed
+    result.passed = result.lossy.passed and not result.degenerate
+    result.tolerance = None
     return result
 
 
@@ -189,8 +199,17 @@ def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np
 
 
 def farther_side(pair: PairResult, distance: dict[str, float | None]) -> str | None:
-    """The runtime of a pair farther from the exact result (None if either is unknown)."""
-    da, db = distance.get(pair.a), distance.get(pair.b)
-    if da is None or db is None or da == db:
-        return None
-    return pair.a if da > db else pair.b
+    """The runtime of a pair clearly farther from the exact result (None if either is
+    unknown or the two are within :data:`codenn_convert.floor.FARTHER_RATIO`)."""
+    return farther(pair.a, pair.b, distance)
+
+
+def apply_floor(pair: PairResult, rtol: float, floor: float | None) -> PairResult:
+    """Judge a float32 pair at max(rtol, k x floor) (:func:`effective_rtol`); lossy pairs
+    keep their own criteria."""
+    if pair.lossy is not None:
+        return pair
+    pair.tolerance = effective_rtol(rtol, floor)
+    pair.passed = (not pair.nonfinite and not pair.degenerate and pair.max_rel is not None
+                   and pair.max_rel <= pair.tolerance)
+    return pair

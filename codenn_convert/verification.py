@@ -38,9 +38,17 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import CodennError, UsageError
+from codenn_convert.floor import FLOOR_FACTOR, FLOOR_REFERENCES, floors_of
 from codenn_convert.inputs import NORMAL_INPUTS, Batch, seeded_batch
 from codenn_convert.localise import LAYER_RTOL, LayerError
-from codenn_convert.metrics import PairResult, compare, errors_vs_exact, farther_side, judge_pair
+from codenn_convert.metrics import (
+    PairResult,
+    apply_floor,
+    compare,
+    errors_vs_exact,
+    farther_side,
+    judge_pair,
+)
 from codenn_convert.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
 
 __all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "ModelResult",
@@ -132,6 +140,10 @@ class ModelResult:
     options: dict[str, Any] = field(default_factory=dict)
     #: ``max|x - exact| / max|exact|`` per runtime, ``exact`` the float64 torch run.
     error_vs_float64: dict[str, float | None] = field(default_factory=dict)
+    #: The checkpoint's float32 floor: the reference's (torch, golden) own distance to
+    #: float64; float32 pairs pass at max(rtol, floor_factor x floor) (:mod:`floor`).
+    float32_floor: float | None = None
+    floor_factor: float = FLOOR_FACTOR
     #: Runtimes whose logits hold NaN/Inf -> the first layer whose output does (if found).
     nonfinite_outputs: dict[str, str | None] = field(default_factory=dict)
     #: Checkpoint tensors holding NaN/Inf: ``{"tensor": key, "count": values}``.
@@ -156,6 +168,10 @@ class ModelResult:
             parts.append("non-finite outputs in " + ", ".join(
                 name + (f" (from {layer})" if layer else "")
                 for name, layer in self.nonfinite_outputs.items()))
+        flat = sorted({n for p in self.pairs for n in p.degenerate})
+        if flat:
+            parts.append("constant (degenerate) logits in " + ", ".join(flat)
+                         + ": no evidence of agreement")
         failed = [f"{p.a} vs {p.b}" for p in self.pairs if not p.passed]
         if failed and not self.nonfinite_outputs:
             parts.append("failing pairs: " + ", ".join(failed))
@@ -183,6 +199,8 @@ class Comparison:
     pairs: list[dict[tuple[str, str], PairResult]]
     #: The pairs compared, ``(reference, other)``, in report order.
     order: list[tuple[str, str]] = field(default_factory=list)
+    #: Per input, the floor reference's float32 distance to float64 (:mod:`floor`).
+    floors: list[float | None] = field(default_factory=list)
 
 
 Localise = Callable[[Comparison, list[set[tuple[str, str]]]], None]
@@ -234,11 +252,15 @@ def compare_runners(
         if runner.prepare_label:
             clock(runner.prepare_label, runner.prepare)
         result.outputs[runner.name] = clock(f"run {runner.name}", lambda r=runner: r.run(xs))
+        if result.exact is not None and runner.name in FLOOR_REFERENCES and not result.floors:
+            result.floors = floors_of(result.outputs[runner.name], result.exact)
         ready = [p for p in result.order if p[0] in result.outputs and p[1] in result.outputs
                  and p not in result.pairs[0]]
         for k, found in enumerate(result.pairs):
             for a, b in ready:
-                found[(a, b)] = judge(a, b, result.outputs[a][k], result.outputs[b][k])
+                found[(a, b)] = apply_floor(
+                    judge(a, b, result.outputs[a][k], result.outputs[b][k]), rtol,
+                    result.floors[k] if result.floors else None)
         todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
                 for found in result.pairs]
         if localise is not None and any(todo):
@@ -318,6 +340,8 @@ def fill_results(results: Sequence[ModelResult], found: Comparison) -> None:
     """Pairs, distances to the exact result and the farther side of failing pairs."""
     for k, result in enumerate(results):
         result.pairs = [found.pairs[k][p] for p in found.order]
+        if found.floors:
+            result.float32_floor = found.floors[k]
         if found.exact is not None:
             result.error_vs_float64 = errors_vs_exact(found.outputs, found.exact, k)
             for p in result.pairs:
