@@ -60,7 +60,7 @@ def main() -> None:
         for model in args.models:
             pth, h5 = d / f"{model}.pth", d / f"{model}.weights.h5"
             subprocess.run([py, "-c", (
-                "import torch; from codenn_convert.init import realistic_state; "
+                "import torch; from codenn_convert.twins.init import realistic_state; "
                 f"s = realistic_state({model!r}); "
                 f"torch.save({{k: torch.from_numpy(v) for k, v in s.items()}}, {str(pth)!r})")],
                 env=ENV, check=True)

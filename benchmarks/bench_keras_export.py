@@ -50,7 +50,7 @@ def _build(model: str) -> Any:
 
         return getattr(keras.applications, model.split(":", 1)[1])(weights=None)
     from codenn_convert.registry import get_model
-    from codenn_convert.twins import inference_view
+    from codenn_convert.twins.build import inference_view
 
     return inference_view(get_model(model, "keras"))
 
@@ -67,7 +67,7 @@ def _child(model: str, method: str, output: Path, opset: int) -> int:
     weights_mb = _weights_mb(kmodel)
     t2 = time.perf_counter()
     if method == "ours":
-        from codenn_convert.onnx_keras import export_keras_onnx
+        from codenn_convert.export.keras_onnx import export_keras_onnx
 
         export_keras_onnx(kmodel, output, opset=opset)
     elif method == "baseline":
@@ -112,7 +112,7 @@ def _verify(kmodel: Any, output: Path, opset: int) -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from codenn_convert.onnx_keras import export_keras_onnx
+    from codenn_convert.export.keras_onnx import export_keras_onnx
 
     export_keras_onnx(kmodel, output, opset=opset)
     _, h, w, c = kmodel.inputs[0].shape

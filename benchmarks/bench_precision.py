@@ -10,7 +10,7 @@ threads; median of ``--repeat`` runs after one warm-up) at batch 1 and 8, and co
 the float32 file of the same framework on batch 8:
 
 * ``SQNR synth``: held-out synthetic photo-like images (another seed than the calibration
-  batch; :func:`codenn_convert.precision.synthetic_images`), i.e. data like the calibration
+  batch; :func:`codenn_convert.export.precision.synthetic_images`), i.e. data like the calibration
   data, which is what a deployment calibrated on its own data sees;
 * ``SQNR N(0,1)``: the verifier's default N(0, 1) inputs, unlike anything int8 was
   calibrated on, so a lower bound.
@@ -96,7 +96,7 @@ def measure(model: str, framework: str, files: dict[str, Path], repeat: int) -> 
     """Size, latency and SQNR vs fp32 of the three files of one model x framework."""
     import onnxruntime as ort
 
-    from codenn_convert.precision import lossy_metrics, synthetic_images
+    from codenn_convert.export.precision import lossy_metrics, synthetic_images
     from codenn_convert.registry import get_spec
 
     size = get_spec(model).input_size

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 def _write_sources(folder: Path, model: str) -> dict[str, Path]:
     import torch
 
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     tensors = {k: torch.from_numpy(v) for k, v in realistic_state(model).items()}
     files = {"bare": folder / "bare.pth", "ddp": folder / "ddp.pth",

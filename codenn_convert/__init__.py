@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _API = {
     "convert_checkpoint": "codenn_convert.convert",
-    "export_onnx": "codenn_convert.export",
-    "verify": "codenn_convert.verification",
+    "export_onnx": "codenn_convert.export.onnx_export",
+    "verify": "codenn_convert.verification.run",
     "list_models": "codenn_convert.registry",
     "get_model": "codenn_convert.registry",
     "get_spec": "codenn_convert.registry",

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert import checkpoint, filters
+from codenn_convert.checkpoints import files as checkpoint
+from codenn_convert.checkpoints import filters
 from codenn_convert.errors import UsageError
 
 
@@ -49,16 +50,17 @@ def convert_checkpoint(
 
     ``.pt``/``.pth``/``.safetensors`` hold the torch layout and ``.weights.h5`` the Keras one;
     the direction follows from the two. The source goes through
-    :func:`codenn_convert.sources.read_source` (wrappers, precision, foreign names, inferred
-    options) and is checked against the architecture before anything is written; ``dst`` is
-    replaced atomically. Source dtypes survive: a Keras file records them, a torch file
-    gets them back, so float16/bfloat16 round trips are bit-identical. A source with NaN/Inf
-    values is refused unless ``allow_nonfinite`` (to move a broken file for debugging).
+    :func:`codenn_convert.checkpoints.sources.read_source` (wrappers, precision, foreign
+    names, inferred options) and is checked against the architecture before anything is
+    written; ``dst`` is replaced atomically. Source dtypes survive: a Keras file records them,
+    a torch file gets them back, so float16/bfloat16 round trips are bit-identical. A source
+    with NaN/Inf values is refused unless ``allow_nonfinite`` (to move a broken file for
+    debugging).
     """
-    from codenn_convert import twins
-    from codenn_convert.identify import identify_source
+    from codenn_convert.checkpoints.identify import identify_source
+    from codenn_convert.checkpoints.sources import SOURCE_DTYPES_ATTR, read_source
     from codenn_convert.registry import get_model, get_spec
-    from codenn_convert.sources import SOURCE_DTYPES_ATTR, read_source
+    from codenn_convert.twins import build as twins
 
     start = time.perf_counter()
     if model is not None:

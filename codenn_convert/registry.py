@@ -32,7 +32,7 @@ class ModelSpec:
     that renames a foreign Keras file's layers (e.g. keras.applications') to the twin's, or
     returns None when the names are not the ones it knows. ``torch_filters`` name the
     family's own ``(state, FilterContext) -> state`` steps for torch files, run after the
-    common ones of :mod:`codenn_convert.filters` (wrapper prefixes).
+    common ones of :mod:`codenn_convert.checkpoints.filters` (wrapper prefixes).
     """
 
     name: str

@@ -59,7 +59,7 @@ def module_tmp(
 
 @pytest.fixture(scope="session")
 def alexnet_state() -> dict[str, np.ndarray]:
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     return realistic_state("alexnet", seed=0)
 
@@ -71,10 +71,10 @@ FAULT = "features.3"
 def write_faulty_alexnet(folder: Path, input_size: tuple[int, int]) -> None:
     """AlexNet (seed 2) in ``folder``: ``clean.safetensors``, and ``bad.safetensors``,
     ``bad.weights.h5``, ``bad.onnx`` with one output channel of :data:`FAULT` 2% off."""
-    from codenn_convert import checkpoint
+    from codenn_convert.checkpoints import files as checkpoint
     from codenn_convert.convert import convert_checkpoint
-    from codenn_convert.export import export_onnx
-    from codenn_convert.init import realistic_state
+    from codenn_convert.export.onnx_export import export_onnx
+    from codenn_convert.twins.init import realistic_state
 
     state = realistic_state("alexnet", seed=2)
     checkpoint.save_torch_state(state, folder / "clean.safetensors")

@@ -22,7 +22,7 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
 
     Residual branches end in a BatchNorm with a small gamma (``_3_bn`` in ResNet v1), as in
     trained ResNets; BatchNorms without gamma (InceptionV3) get positive shifts, see
-    ``codenn_convert.init.positive_batchnorm_shift``.
+    ``codenn_convert.twins.init.positive_batchnorm_shift``.
     """
     import keras
 

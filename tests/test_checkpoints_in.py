@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import checkpoint, filters, sources
-from codenn_convert.init import realistic_state
+from codenn_convert.checkpoints import files as checkpoint
+from codenn_convert.checkpoints import filters, sources
+from codenn_convert.twins.init import realistic_state
 from tests.conftest import run_cli
 
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from codenn_convert import checkpoint
+from codenn_convert.checkpoints import files as checkpoint
 from tests.conftest import heavy_imports, run_cli
 
 
@@ -66,7 +66,7 @@ def test_too_small_input_size_before_any_work(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ckpts(module_tmp: Path) -> dict[str, Path]:
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     d = module_tmp
     state = realistic_state("alexnet", seed=1)

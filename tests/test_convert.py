@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import checkpoint
+from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.convert import convert_checkpoint
 from codenn_convert.errors import CheckpointError, OutputError, UsageError
 from codenn_convert.registry import get_model
-from codenn_convert.twins import torch_twin
+from codenn_convert.twins.build import torch_twin
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_written_keras_file_loads_in_keras_with_the_same_values(alexnet_pt: Path
 def test_batchnorm_models_round_trip_through_keras_files(tmp_path: Path, name: str) -> None:
     """torchvision-layout file -> .weights.h5 -> .pt: bit-identical, BN counters included
     (InceptionV3's aux head too), and in torchvision's key order."""
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     state = realistic_state(name, seed=3)
     src = tmp_path / "r.pth"
@@ -197,7 +197,7 @@ def test_wrapped_state_dict_is_unwrapped(alexnet_state, tmp_path: Path) -> None:
 
 def test_keras_to_torch_files_keep_torchvision_key_order(tmp_path: Path) -> None:
     """Keras layer order differs from torch's (the downsample branch); files must not."""
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     state = realistic_state("resnet18", seed=0)
     checkpoint.save_torch_state(state, tmp_path / "a.pt")
@@ -225,7 +225,7 @@ def test_options_convert_a_checkpoint_without_aux_head(tmp_path: Path) -> None:
     """torchvision's inception_v3(aux_logits=False) has no AuxLogits keys: the option is
     inferred from the file (an agreeing explicit one is fine, a contradicting one an error)."""
     from codenn_convert.errors import UsageError
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     state = realistic_state("inception_v3", seed=1, aux_logits=False)
     assert not any(k.startswith("AuxLogits.") for k in state)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codenn_convert import checkpoint, errors
+from codenn_convert import errors
+from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.errors import OutputError
 from tests.conftest import ROOT
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from codenn_convert.errors import CheckpointError
-from codenn_convert.golden import load_golden
+from codenn_convert.verification.golden import load_golden
 from tests.conftest import heavy_imports, run_cli
 from tests.test_verify_artifacts import _to_nhwc
 

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import mapper
 from codenn_convert.errors import UsageError
-from codenn_convert.init import realistic_state
 from codenn_convert.registry import get_model, get_spec, list_models
-from codenn_convert.twins import inference_view, keras_twin, torch_twin
+from codenn_convert.twins.build import inference_view, keras_twin, mapper, torch_twin
+from codenn_convert.twins.init import realistic_state
 
 NAME = "inception_v3"
 # torchvision's documented count (Inception_V3_Weights.IMAGENET1K_V1), aux head included.

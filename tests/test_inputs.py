@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from codenn_convert.errors import UsageError
-from codenn_convert.inputs import load_npy, npy_header, npy_input_size
 from codenn_convert.verification import verify_inputs
+from codenn_convert.verification.inputs import load_npy, npy_header, npy_input_size
 from tests.conftest import run_cli
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import checkpoint
-from codenn_convert.twins import torch_twin
+from codenn_convert.checkpoints import files as checkpoint
+from codenn_convert.twins.build import torch_twin
 from tests.conftest import max_rel, run_cli
 from tests.keras_apps import realistic_keras_application
 

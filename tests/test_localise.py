@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import localise as loc
-from codenn_convert import twins
-from codenn_convert.init import realistic_state
+from codenn_convert.twins import build as twins
+from codenn_convert.twins.init import realistic_state
+from codenn_convert.verification import localise as loc
 from codenn_convert.verification import seeded_batch
 
 # Small even sizes: 'same' at stride 2 differs from torch's symmetric padding only there.

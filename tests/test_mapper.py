@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from codenn_convert import mapper
 from codenn_convert.errors import CheckpointError
+from codenn_convert.twins import mapper
 from tests.conftest import max_rel
 
 

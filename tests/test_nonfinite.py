@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codenn_convert import checkpoint
-from codenn_convert.init import realistic_state
-from codenn_convert.metrics import compare
+from codenn_convert.checkpoints import files as checkpoint
+from codenn_convert.twins.init import realistic_state
+from codenn_convert.verification.metrics import compare
 from tests.conftest import run_cli
 
 SIZE = ("64", "64")

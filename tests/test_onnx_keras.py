@@ -1,4 +1,4 @@
-"""Keras -> ONNX export through a weight-free tf2onnx graph (codenn_convert.onnx_keras)."""
+"""Keras -> ONNX export through a weight-free tf2onnx graph (codenn_convert.export.keras_onnx)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from codenn_convert import onnx_keras
 from codenn_convert.errors import OutputError, UsageError
-from codenn_convert.onnx_keras import export_keras_onnx, write_onnx
+from codenn_convert.export import keras_onnx as onnx_keras
+from codenn_convert.export.keras_onnx import export_keras_onnx, write_onnx
 from tests.conftest import max_rel
 
 H, W, CLASSES = 12, 10, 7
@@ -144,7 +144,7 @@ def test_only_the_first_output_is_exported(tmp_path: Path) -> None:
 
 
 def test_alexnet_twin_matches_keras(alexnet_state: dict[str, np.ndarray], tmp_path: Path) -> None:
-    from codenn_convert.twins import keras_twin
+    from codenn_convert.twins.build import keras_twin
 
     model = keras_twin("alexnet", alexnet_state)
     path = export_keras_onnx(model, tmp_path / "alexnet.onnx")

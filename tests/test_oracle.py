@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from codenn_convert import report as rep
-from codenn_convert.metrics import HIST_EDGES, compare
 from codenn_convert.verification import ModelResult, verify
+from codenn_convert.verification.metrics import HIST_EDGES, compare
 from tests.conftest import write_faulty_alexnet
 
 SIZE = (64, 64)

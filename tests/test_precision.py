@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from codenn_convert import precision as prec
 from codenn_convert.errors import UsageError
+from codenn_convert.export import precision as prec
 from tests.conftest import run_cli
 
 MODEL, SIZE = "resnet18", (64, 64)
@@ -174,7 +174,7 @@ def test_failed_conversion_leaves_no_file_and_no_temp_dir(
 ) -> None:
     import tempfile
 
-    from codenn_convert import export
+    from codenn_convert.export import onnx_export as export
 
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()
@@ -241,7 +241,7 @@ def test_check_precision() -> None:
 def test_external_data_writer_round_trips(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from codenn_convert.onnx_keras import write_onnx_external
+    from codenn_convert.export.keras_onnx import write_onnx_external
 
     rng = np.random.default_rng(0)
     tensors = [

@@ -24,9 +24,9 @@ def test_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
-    from codenn_convert.checkpoint import save_torch_state
-    from codenn_convert.init import realistic_state
+    from codenn_convert.checkpoints.files import save_torch_state
     from codenn_convert.registry import list_models
+    from codenn_convert.twins.init import realistic_state
 
     block = BLOCKS[index]
     for name, model in set(CKPT.findall(block)):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codenn_convert import mapper
 from codenn_convert.errors import UsageError
 from codenn_convert.registry import ModelSpec, get_model, get_spec, list_models, register_model
+from codenn_convert.twins import mapper
 
 MODELS = list_models()
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import mapper
 from codenn_convert.errors import UsageError
-from codenn_convert.init import realistic_state
 from codenn_convert.registry import get_model, get_spec, list_models
-from codenn_convert.twins import keras_twin, torch_twin
+from codenn_convert.twins import mapper
+from codenn_convert.twins.build import keras_twin, torch_twin
+from codenn_convert.twins.init import realistic_state
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 

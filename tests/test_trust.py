@@ -37,7 +37,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles:
 
 @pytest.fixture(scope="module")
 def resnet18_pth(module_tmp: Path) -> Path:
-    from codenn_convert.init import realistic_state
+    from codenn_convert.twins.init import realistic_state
 
     path = module_tmp / "resnet18.pth"
     torch.save({k: torch.from_numpy(v) for k, v in realistic_state("resnet18").items()}, path)

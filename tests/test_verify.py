@@ -80,7 +80,7 @@ def test_builder_options_reach_both_twins_and_the_report(tmp_path) -> None:  # t
     recorded, and exported graphs with it on agree with each other but not with it off."""
     import onnxruntime as ort
 
-    from codenn_convert.export import export_onnx
+    from codenn_convert.export.onnx_export import export_onnx
 
     on = verify("inception_v3", input_size=(75, 75), seed=2,
                 options={"transform_input": True}, runtimes=("torch", "keras", "onnx-keras"))

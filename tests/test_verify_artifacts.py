@@ -12,13 +12,13 @@ import pytest
 from onnx import helper
 from PIL import Image
 
-from codenn_convert import checkpoint
+from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.export import export_onnx
-from codenn_convert.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
-from codenn_convert.init import realistic_state
-from codenn_convert.localise import LAYER_RTOL
+from codenn_convert.export.onnx_export import export_onnx
+from codenn_convert.twins.init import realistic_state
 from codenn_convert.verification import verify, verify_inputs
+from codenn_convert.verification.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
+from codenn_convert.verification.localise import LAYER_RTOL
 from tests.conftest import FAULT, run_cli, write_faulty_alexnet
 
 SIZE = (64, 64)
@@ -179,7 +179,7 @@ def test_torchscript_exported_file_with_fixed_batch_and_folded_batchnorm(tmp_pat
 
     import torch
 
-    from codenn_convert.twins import torch_twin
+    from codenn_convert.twins.build import torch_twin
 
     state = realistic_state("resnet18", seed=3)
     checkpoint.save_torch_state(state, tmp_path / "r18.safetensors")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from codenn_convert import report as rep
-from codenn_convert.localise import LayerError, sqnr_drop
-from codenn_convert.precision import DEFAULT_THRESHOLDS
+from codenn_convert.export.precision import DEFAULT_THRESHOLDS
+from codenn_convert.verification.localise import LayerError, sqnr_drop
 from tests.conftest import run_cli
 
 SIZE = ("--input-size", "64", "64")
@@ -196,7 +196,7 @@ def test_quantiser_nodes_belong_to_no_layer() -> None:
     carry another layer's scope: they must not make that layer's output the wrong tensor."""
     from onnx import TensorProto, helper
 
-    from codenn_convert.localise import MappedLayer, find_layer_tensors
+    from codenn_convert.verification.localise import MappedLayer, find_layer_tensors
 
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="A_1/Relu"),
@@ -220,7 +220,7 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
     import onnx
     from onnx import numpy_helper
 
-    from codenn_convert.precision import load_calibration, to_int8
+    from codenn_convert.export.precision import load_calibration, to_int8
 
     fp32 = tmp_path / "r18.onnx"
     _ok(run_cli("export", "resnet18", "-o", str(fp32), *SIZE))
@@ -248,7 +248,7 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
 def goldens(user_files: dict[str, Path], module_tmp: Path) -> dict[str, Path]:
     """``lossy``: recorded beside the user's int8 file (image-like inputs); ``mixed``: a
     float32 run on N(0,1) noise plus an image-like ``.npy`` batch."""
-    from codenn_convert.precision import synthetic_images
+    from codenn_convert.export.precision import synthetic_images
 
     lossy, mixed, npy = (module_tmp / n for n in ("lossy.npz", "mixed.npz", "imgs.npy"))
     _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
@@ -301,7 +301,7 @@ def test_check_leaves_noise_out_of_an_int8_verdict(
 
 def test_check_refuses_to_judge_int8_on_noise_alone(user_files: dict[str, Path],
                                                     tmp_path: Path) -> None:
-    from codenn_convert.golden import Golden, save_golden
+    from codenn_convert.verification.golden import Golden, save_golden
 
     rng = np.random.default_rng(0)
     y = rng.standard_normal((2, 1000))

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert import mapper
-from codenn_convert.checkpoint import read_keras_weights
+from codenn_convert.checkpoints.files import read_keras_weights
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.init import realistic_state
 from codenn_convert.models.vgg.keras_applications import keras_applications_filter
 from codenn_convert.registry import get_model, get_spec, list_models
-from codenn_convert.twins import keras_plan, keras_twin, load_state, torch_twin
+from codenn_convert.twins import mapper
+from codenn_convert.twins.build import keras_plan, keras_twin, load_state, torch_twin
+from codenn_convert.twins.init import realistic_state
 
 VGGS = [n for n in list_models() if get_spec(n).family == "vgg"]
 

@@ -78,7 +78,7 @@ register_model(
         num_params=27_161_264,
         default=True,
         init_hooks=(
-            "codenn_convert.init:positive_batchnorm_shift",
+            "codenn_convert.twins.init:positive_batchnorm_shift",
             "codenn_convert.models.inception.torch_inception:calibrate_aux_head",
         ),
     )
@@ -97,7 +97,7 @@ register_model(
         min_input_size=MIN_INPUT_SIZE,
         num_params=23_834_568,
         builder_kwargs=MappingProxyType({"aux_logits": False, "count_include_pad": False}),
-        init_hooks=("codenn_convert.init:positive_batchnorm_shift",),
+        init_hooks=("codenn_convert.twins.init:positive_batchnorm_shift",),
         keras_filter="codenn_convert.models.inception.keras_applications:"
                      "keras_applications_filter",
     )

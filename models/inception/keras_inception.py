@@ -7,7 +7,7 @@ concatenation).
 
 The model lists ``[logits, aux]`` as outputs when ``aux_logits=True`` (torch only runs the aux
 head in training mode, which a functional model cannot express); inference, export and
-verification use ``codenn_convert.twins.inference_view(model)``, the logits-only view.
+verification use ``codenn_convert.twins.build.inference_view(model)``, the logits-only view.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class AuxSizeGuard(layers.Layer):
             f"InceptionV3's aux head needs a {AUX_SOURCE} map of at least "
             f"{AUX_MIN_FEATURE_SIZE[0]}x{AUX_MIN_FEATURE_SIZE[1]} (input >= "
             f"{AUX_MIN_INPUT_SIZE[0]}x{AUX_MIN_INPUT_SIZE[1]}); this twin's map is {h}x{w}. "
-            "Call codenn_convert.twins.inference_view(model) for the logits."
+            "Call codenn_convert.twins.build.inference_view(model) for the logits."
         )
 
     def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:

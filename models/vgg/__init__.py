@@ -76,9 +76,10 @@ for _name, _variant in VARIANTS.items():
             num_params=_variant.num_params,
             default=_name == "vgg19",
             builder_kwargs=MappingProxyType({"variant": _name}),
-            # Deep and residual-free: see codenn_convert.init.positive_batchnorm_shift.
+            # Deep and residual-free: see codenn_convert.twins.init.positive_batchnorm_shift.
             init_hooks=(
-                ("codenn_convert.init:positive_batchnorm_shift",) if _variant.batch_norm else ()
+                ("codenn_convert.twins.init:positive_batchnorm_shift",)
+                if _variant.batch_norm else ()
             ),
             # keras.applications ships VGG16/VGG19 without BN under its own layer names.
             keras_filter=(

@@ -6,7 +6,7 @@ Everywhere a checkpoint enters (convert, export ``--weights``, verify ``--weight
 1. the file is read once (:func:`read_raw`): torch layouts unwrapped to their state_dict with
    source dtypes kept, Keras files with their BatchNorm counters and recorded source dtypes;
 2. foreign names are filtered: a Keras file through the spec's ``keras_filter``, a torch
-   file through :data:`codenn_convert.filters.DEFAULT_FILTERS` and the spec's own
+   file through :data:`codenn_convert.checkpoints.filters.DEFAULT_FILTERS` and the spec's own
    ``torch_filters``;
 3. builder options are inferred from the file (:data:`INFERABLE`): ``num_classes`` from the
    head's shape, InceptionV3's ``aux_logits`` from whether ``AuxLogits.*`` keys exist. Each
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert import checkpoint, filters
+from codenn_convert.checkpoints import files as checkpoint
+from codenn_convert.checkpoints import filters
 from codenn_convert.errors import UsageError
 from codenn_convert.registry import _resolve, get_spec
 

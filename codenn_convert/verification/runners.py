@@ -1,8 +1,8 @@
 """Runtimes as runners: one interface, so adding a runtime is one class.
 
 A runner has a ``name``, runs NCHW float32 batches to logits, and may offer a probe of its
-layer outputs for localisation (:class:`codenn_convert.localise.Probe`). The verifier's
-orchestration (:func:`codenn_convert.verification.compare_runners`) only sees this interface,
+layer outputs for localisation (:class:`codenn_convert.verification.localise.Probe`). The verifier's
+orchestration (:func:`codenn_convert.verification.run.compare_runners`) only sees this interface,
 in the manner of Polygraphy's runners and ``Comparator.run(runners, data_loader)``.
 
 Frameworks are imported inside the runners that need them: the ONNX and golden runners
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.localise import MappedLayer, Probe, onnx_input_layout, run_onnx
+from codenn_convert.verification.localise import MappedLayer, Probe, onnx_input_layout, run_onnx
 
 #: Runtime name prefix of a user-given ONNX file: ``onnx:<file name>``.
 ONNX_FILE_PREFIX = "onnx:"
@@ -70,7 +70,7 @@ class TorchRunner:
                     for x in batches]
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.localise import TorchProbe
+        from codenn_convert.verification.localise import TorchProbe
 
         return None if self.float64 else TorchProbe(self.model, layers)
 
@@ -89,13 +89,13 @@ class KerasRunner:
         pass
 
     def run(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from codenn_convert.twins import inference_view
+        from codenn_convert.twins.build import inference_view
 
         view = inference_view(self.model)
         return [np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for x in batches]
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.localise import KerasProbe
+        from codenn_convert.verification.localise import KerasProbe
 
         return KerasProbe(self.model, layers)
 
@@ -124,7 +124,7 @@ class OnnxRunner:
 
     def check(self) -> None:
         """Open the file and check that it takes a 4-d image of ``input_size``."""
-        from codenn_convert.localise import onnx_session
+        from codenn_convert.verification.localise import onnx_session
 
         if not self.path.is_file():
             raise UsageError(f"ONNX file not found: {self.path}")
@@ -138,7 +138,7 @@ class OnnxRunner:
         except UsageError as exc:
             raise UsageError(f"{self.path}: {exc}") from None
         if not self.precision:
-            from codenn_convert.precision import detect_precision
+            from codenn_convert.export.precision import detect_precision
 
             self.precision = detect_precision(self.path)
 
@@ -156,7 +156,7 @@ class OnnxRunner:
             self._session = None  # the probe opens its own sessions; free this one
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.localise import OnnxProbe
+        from codenn_convert.verification.localise import OnnxProbe
 
         return OnnxProbe(self.path, layers, input_size=self.input_size)
 
@@ -206,9 +206,9 @@ def user_onnx_runners(files: Sequence[str | os.PathLike[str]], input_size: tuple
 
 def lossy_runner(source: OnnxRunner, precision: str, calibration: Any = None) -> OnnxRunner:
     """``<source>-<precision>``: the source runner's float32 file converted to fp16/int8
-    (:func:`codenn_convert.precision.convert_precision`) beside it, once the source has
+    (:func:`codenn_convert.export.precision.convert_precision`) beside it, once the source has
     exported it; compared with its source only. int8 needs ``calibration``."""
-    from codenn_convert.precision import convert_precision
+    from codenn_convert.export.precision import convert_precision
 
     return OnnxRunner(
         source.path.with_suffix(f".{precision}.onnx"), name=f"{source.name}-{precision}",

@@ -100,7 +100,7 @@ def load_calibration(
 def _read_npy(path: Path, input_size: tuple[int, int]) -> np.ndarray:
     """A float32 NCHW ``[N, 3, H, W]`` batch of the export's size, read as ``--inputs``
     reads one (header checked against the file before any data is read)."""
-    from codenn_convert.inputs import load_npy, npy_header
+    from codenn_convert.verification.inputs import load_npy, npy_header
 
     shape, _ = npy_header(path, "calibration data")
     if tuple(shape[2:]) != tuple(input_size):
@@ -110,7 +110,7 @@ def _read_npy(path: Path, input_size: tuple[int, int]) -> np.ndarray:
 
 
 def _calibration_images(path: Path, input_size: tuple[int, int]) -> Calibration:
-    from codenn_convert.images import load_image
+    from codenn_convert.verification.images import load_image
 
     files = sorted(p for p in path.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -130,7 +130,7 @@ def synthetic_images(n: int, input_size: tuple[int, int], *, seed: int = 0) -> n
     before the ImageNet normalisation. Their activation ranges resemble a photo's far more
     than N(0, 1) noise does, but they are no substitute for samples of the real input data.
     """
-    from codenn_convert.images import IMAGENET_MEAN, IMAGENET_STD
+    from codenn_convert.verification.images import IMAGENET_MEAN, IMAGENET_STD
 
     rng = np.random.default_rng(seed)
     h, w = input_size
@@ -188,7 +188,7 @@ def to_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     from onnx import TensorProto, helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from codenn_convert.onnx_keras import INPUT_NAME, OUTPUT_NAME, write_onnx
+    from codenn_convert.export.keras_onnx import INPUT_NAME, OUTPUT_NAME, write_onnx
 
     base = Path(src).parent
     model = onnx.load(str(src), load_external_data=False)

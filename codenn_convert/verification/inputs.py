@@ -1,7 +1,8 @@
 """Input sources of the verifier: one list of ``(label, NCHW float32 batch)``.
 
 * the seeded N(0,1) batch, label ``normal(0,1)``;
-* photos with ImageNet pre-processing (:mod:`codenn_convert.images`), ``image:<file name>``;
+* photos with ImageNet pre-processing (:mod:`codenn_convert.verification.images`),
+  ``image:<file name>``;
 * the user's own batches in ``.npy`` files, ``npy:<file name>``: float32 ``[N, 3, H, W]``,
   whose H, W set the input size.
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codenn_convert import npyfile
 from codenn_convert.errors import UsageError
+from codenn_convert.verification import npyfile
 
 #: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
 NORMAL_INPUTS = "normal(0,1)"
@@ -98,7 +99,7 @@ def collect_inputs(*, normal: bool, batch: int, seed: int, size: tuple[int, int]
                    images: Sequence[str | os.PathLike[str]] = (),
                    npy: Sequence[str | os.PathLike[str]] = ()) -> list[Batch]:
     """Every input source as ``(label, NCHW batch)``, in order: seeded, photos, npy files."""
-    from codenn_convert.images import load_image
+    from codenn_convert.verification.images import load_image
 
     found: list[Batch] = [(NORMAL_INPUTS, seeded_batch(batch, size, seed))] if normal else []
     found += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]

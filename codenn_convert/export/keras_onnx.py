@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert.checkpoint import atomic_output
+from codenn_convert.checkpoints.files import atomic_output
 from codenn_convert.errors import OutputError, UsageError
+from codenn_convert.export.precision import META_PRECISION, set_metadata
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
-from codenn_convert.precision import META_PRECISION, set_metadata
 
 #: ONNX names of the exported input and output (the torch export uses the same ones).
 #: Symbolic batch dimension of both.
@@ -70,7 +70,7 @@ def export_keras_onnx(
 
 def _prepare(model: Any, opset: int) -> tuple[Any, list[tuple[str, np.ndarray]]]:
     """The checked weight-free ModelProto and the kernels to stream into it."""
-    from codenn_convert.twins import inference_view
+    from codenn_convert.twins.build import inference_view
 
     onnx_model, weights = _convert_weight_free(inference_view(model), opset)
     tensors = _bind_and_fold(onnx_model, weights)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from codenn_convert import filters, sources
+from codenn_convert.checkpoints import filters, sources
 from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.registry import check_options, list_models
 

@@ -280,9 +280,9 @@ def identify(
 ) -> None:
     """Name the registered model(s) whose keys and shapes the checkpoint matches (with the
     options the file determines); none: an error naming the nearest model's mismatches."""
+    from codenn_convert.checkpoints.identify import describe_none
+    from codenn_convert.checkpoints.identify import identify as run_identify
     from codenn_convert.errors import CheckpointError
-    from codenn_convert.identify import describe_none
-    from codenn_convert.identify import identify as run_identify
 
     found = run_identify(ckpt)
     matches = [c for c in found if c.matches]
@@ -314,7 +314,7 @@ def export(
         "seeded synthetic images, a stand-in for real data).")] = None,
 ) -> None:
     """Export the torch or Keras twin to ONNX (input `input` NCHW, output `logits`)."""
-    from codenn_convert.export import export_onnx
+    from codenn_convert.export.onnx_export import export_onnx
     from codenn_convert.registry import parse_options
 
     options = parse_options(model, option or [])
@@ -407,7 +407,7 @@ def _lossy_line(p: Any) -> str:
 
 
 def _runtimes(value: str | None) -> tuple[str, ...]:
-    from codenn_convert.verification import RUNTIMES
+    from codenn_convert.verification.run import RUNTIMES
 
     return RUNTIMES if value is None else tuple(r.strip() for r in value.split(",") if r.strip())
 
@@ -467,9 +467,9 @@ def verify(
     files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
     runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
     top-k against their floors, with per-layer SQNR."""
-    from codenn_convert.checkpoint import ensure_writable
+    from codenn_convert.checkpoints.files import ensure_writable
     from codenn_convert.registry import parse_options
-    from codenn_convert.verification import VerifyOptions, verify_inputs
+    from codenn_convert.verification.run import VerifyOptions, verify_inputs
 
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
@@ -504,8 +504,8 @@ def check(
     """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow).
     A float32 file is held to --rtol; an fp16/int8 one (detected from its graph) to its
     precision's floors, as verify judges it."""
-    from codenn_convert.checkpoint import ensure_writable
-    from codenn_convert.golden import check_onnx
+    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.verification.golden import check_onnx
 
     if json_path is not None:
         ensure_writable(json_path)
@@ -533,7 +533,7 @@ def report(
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
-    from codenn_convert.verification import VerifyOptions
+    from codenn_convert.verification.run import VerifyOptions
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")
@@ -555,7 +555,7 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
     """Verify the chosen models, printing each result as it comes; progress as a spinner on
     a terminal, as one timed line per stage in a log."""
     from codenn_convert.registry import list_models
-    from codenn_convert.verification import verify_many
+    from codenn_convert.verification.run import verify_many
 
     names = list_models() if all_models else (models or list_models(default_only=True))
     finished = [0]

@@ -1,7 +1,8 @@
-"""Parity verification: runners (:mod:`codenn_convert.runners`) on inputs
-(:mod:`codenn_convert.inputs`), every pair compared (:mod:`codenn_convert.metrics`).
+"""Parity verification: runners (:mod:`codenn_convert.verification.runners`) on inputs
+(:mod:`codenn_convert.verification.inputs`), every pair compared
+(:mod:`codenn_convert.verification.metrics`).
 
-The verifier returns data (:class:`ModelResult`); :mod:`codenn_convert.report` formats it.
+The verifier returns data (:class:`ModelResult`); :mod:`codenn_convert.report.render` formats it.
 Every runtime sees the same NCHW batches (Keras gets them transposed to NHWC, never
 reshaped): the seeded N(0,1) batch, photos, and the user's ``.npy`` batches.
 
@@ -15,12 +16,13 @@ runtime's distance to it (``error_vs_float64``) tells rounding (all near it) fro
 
 Reduced precision (``precisions``, or a given fp16/int8 file, detected from its graph) adds
 runners compared with their float32 source (or, a given file, with every float32 runner) and
-judged by lossy criteria (:func:`codenn_convert.metrics.compare_lossy`): SQNR, cosine, top-1
-and top-5 overlap against per-precision floors, and per-layer SQNR of every mapped layer.
+judged by lossy criteria (:func:`codenn_convert.verification.metrics.compare_lossy`): SQNR,
+cosine, top-1 and top-5 overlap against per-precision floors, and per-layer SQNR of every
+mapped layer.
 
 When a pair fails, and for the pairs asked for with ``layers``, every mapped layer is compared
-(:mod:`codenn_convert.localise`) and the first divergent one is named by its torch module path;
-a runtime with NaN/Inf logits gets the first layer whose output is non-finite.
+(:mod:`codenn_convert.verification.localise`) and the first divergent one is named by its torch
+module path; a runtime with NaN/Inf logits gets the first layer whose output is non-finite.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import CodennError, UsageError
-from codenn_convert.floor import FLOOR_FACTOR, FLOOR_REFERENCES, floors_of
-from codenn_convert.inputs import NORMAL_INPUTS, Batch, seeded_batch
-from codenn_convert.localise import LAYER_RTOL, LayerError
-from codenn_convert.metrics import (
+from codenn_convert.verification.floor import FLOOR_FACTOR, FLOOR_REFERENCES, floors_of
+from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, seeded_batch
+from codenn_convert.verification.localise import LAYER_RTOL, LayerError
+from codenn_convert.verification.metrics import (
     PairResult,
     apply_floor,
     compare,
@@ -49,7 +51,7 @@ from codenn_convert.metrics import (
     farther_side,
     judge_pair,
 )
-from codenn_convert.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
+from codenn_convert.verification.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
 
 __all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "ModelResult",
            "PairResult", "VerifyOptions", "compare", "compare_runners", "seeded_batch",
@@ -112,7 +114,7 @@ class VerifyOptions:
 
     def check_lossy(self) -> None:
         """Known reduced precisions, an ONNX runtime to convert, finite thresholds."""
-        from codenn_convert.precision import check_thresholds
+        from codenn_convert.export.precision import check_thresholds
 
         bad = [p for p in self.precisions if p not in LOSSY_PRECISIONS]
         if bad:
@@ -366,10 +368,10 @@ def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tu
 
 def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
     """The seeded N(0,1) batch replaced by held-out synthetic photo-like images
-    (:func:`codenn_convert.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
+    (:func:`codenn_convert.export.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
     on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
     overflows them. Photos and ``.npy`` batches stay as given."""
-    from codenn_convert.precision import synthetic_images
+    from codenn_convert.export.precision import synthetic_images
 
     return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
              synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))
@@ -389,7 +391,7 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
                   ) -> dict[Any, Any]:
     """Each given checkpoint resolved (filters, precision, inferred options); both sides
     must come out with the same options, since both twins are built with them."""
-    from codenn_convert.sources import read_source
+    from codenn_convert.checkpoints.sources import read_source
 
     sources = {src: read_source(model, src, options)
                for src in dict.fromkeys((torch_src, keras_src)) if src is not None}
@@ -401,7 +403,7 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
 
 
 def _nonfinite_weights(*states: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    from codenn_convert.checkpoint import nonfinite_tensors
+    from codenn_convert.checkpoints.files import nonfinite_tensors
 
     found: dict[str, int] = {}
     for state in states:
@@ -421,7 +423,7 @@ class _Localiser:
 
     @property
     def layers(self) -> list[Any]:
-        from codenn_convert.localise import mapped_layers
+        from codenn_convert.verification.localise import mapped_layers
 
         if self._layers is None:
             self._layers = mapped_layers(self.kmodel, self.tmodel, self.inputs[0][1])
@@ -435,7 +437,7 @@ class _Localiser:
 
     def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
         """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
-        from codenn_convert.localise import localise, sqnr_drop
+        from codenn_convert.verification.localise import localise, sqnr_drop
 
         for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
             if not pairs:
@@ -458,7 +460,7 @@ class _Localiser:
 
     def nonfinite(self, results: Sequence[ModelResult]) -> None:
         """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""
-        from codenn_convert.localise import first_nonfinite_layer
+        from codenn_convert.verification.localise import first_nonfinite_layer
 
         for result, (_, x) in zip(results, self.inputs, strict=True):
             for name in result.nonfinite_outputs:
@@ -472,11 +474,11 @@ class VerifyRun:
 
     def __init__(self, model: str, config: VerifyOptions,
                  progress: Callable[[str], None] | None) -> None:
-        from codenn_convert import twins
-        from codenn_convert.checkpoint import ensure_writable
-        from codenn_convert.inputs import collect_inputs, npy_input_size
+        from codenn_convert.checkpoints.files import ensure_writable
         from codenn_convert.registry import get_spec
-        from codenn_convert.runners import user_onnx_runners
+        from codenn_convert.twins import build as twins
+        from codenn_convert.verification.inputs import collect_inputs, npy_input_size
+        from codenn_convert.verification.runners import user_onnx_runners
 
         config.check()
         spec = get_spec(model)
@@ -502,8 +504,8 @@ class VerifyRun:
 
     def twins(self) -> tuple[Any, Any]:
         """Both twins built, with their sides' weights (non-finite ones recorded)."""
-        from codenn_convert import twins
-        from codenn_convert.init import realistic_model, torch_state_of
+        from codenn_convert.twins import build as twins
+        from codenn_convert.twins.init import realistic_model, torch_state_of
 
         torch_src, keras_src = _sources(self.config)
         # Checkpoints may determine options (num_classes, aux_logits): read them first.
@@ -534,8 +536,8 @@ class VerifyRun:
 
     def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
         """Our runtimes that were asked for, in order, then the given ONNX files."""
-        from codenn_convert.export import export_keras_model, export_torch_onnx
-        from codenn_convert.runners import KerasRunner, OnnxRunner
+        from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
+        from codenn_convert.verification.runners import KerasRunner, OnnxRunner
 
         made: dict[str, Runner] = {
             "torch": TorchRunner(tmodel), "keras": KerasRunner(kmodel),
@@ -551,8 +553,8 @@ class VerifyRun:
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
         """Each of our ONNX runtimes converted to each asked-for reduced precision."""
-        from codenn_convert.precision import load_calibration
-        from codenn_convert.runners import OnnxRunner, lossy_runner
+        from codenn_convert.export.precision import load_calibration
+        from codenn_convert.verification.runners import OnnxRunner, lossy_runner
 
         calibration = (load_calibration(None, self.size, seed=self.config.seed)
                        if "int8" in self.config.precisions else None)
@@ -590,7 +592,7 @@ class VerifyRun:
         return self.results
 
     def save_golden(self, found: Comparison) -> None:
-        from codenn_convert.golden import Golden, save_golden
+        from codenn_convert.verification.golden import Golden, save_golden
 
         assert found.exact is not None  # the oracle always runs in verify
         save_golden(self.config.save_golden, Golden(  # type: ignore[arg-type]

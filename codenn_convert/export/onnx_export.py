@@ -4,11 +4,11 @@ Both files take ``input`` (float32, NCHW ``[N, 3, H, W]``, dynamic ``N``) and gi
 (``[N, classes]``), so they are drop-in replacements for each other.
 
 * torch: ``torch.onnx.export(..., dynamo=True)`` (needs onnxscript).
-* Keras: tf2onnx through :mod:`codenn_convert.onnx_keras`, which converts a weight-free graph
+* Keras: tf2onnx through :mod:`codenn_convert.export.keras_onnx`, which converts a weight-free graph
   and binds the weights afterwards, so memory follows the graph rather than the weights.
 
 ``precision="fp16"|"int8"`` exports float32 into a temporary directory first (in a child
-process, weights as external data) and converts that file (:mod:`codenn_convert.precision`);
+process, weights as external data) and converts that file (:mod:`codenn_convert.export.precision`);
 the interface stays the same. Every file records
 its precision in ``metadata_props`` (``codenn.precision``).
 """
@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoint import atomic_output
+from codenn_convert.checkpoints.files import atomic_output
 from codenn_convert.errors import UsageError
+from codenn_convert.export.precision import META_PRECISION, check_precision, convert_precision
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
-from codenn_convert.precision import META_PRECISION, check_precision, convert_precision
 from codenn_convert.registry import Framework
 
 __all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_keras_model", "export_onnx",
@@ -78,7 +78,7 @@ def export_keras_model(
     external_data: bool = False,
 ) -> Path:
     """Export a Keras twin through tf2onnx (low-memory path)."""
-    from codenn_convert.onnx_keras import export_keras_onnx
+    from codenn_convert.export.keras_onnx import export_keras_onnx
 
     return export_keras_onnx(model, path, opset=opset, external_data=external_data)
 
@@ -106,9 +106,9 @@ def export_onnx(
     synthetic images (a stand-in for real data, see :func:`precision.synthetic_images`).
     Weights with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
-    from codenn_convert import twins
-    from codenn_convert.checkpoint import ensure_writable
-    from codenn_convert.precision import load_calibration
+    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.export.precision import load_calibration
+    from codenn_convert.twins import build as twins
 
     size = twins.default_input_size(model, input_size)
     if framework not in ("torch", "keras"):
@@ -149,7 +149,8 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
     request = json.dumps({**asdict(job), "weights": None if job.weights is None else
                           str(job.weights), "output": str(output)})
     proc = subprocess.run(
-        [sys.executable, "-c", "from codenn_convert.export import _child_main; _child_main()"],
+        [sys.executable, "-c",
+         "from codenn_convert.export.onnx_export import _child_main; _child_main()"],
         input=request, capture_output=True, text=True, check=False,
     )
     if proc.returncode == 0:
@@ -203,10 +204,10 @@ def _export_fp32(
     job: _Fp32Job, output: str | os.PathLike[str], *, external_data: bool = False
 ) -> Path:
     """Build the twin with its weights and export it at float32; the twin dies on return."""
-    from codenn_convert import twins
-    from codenn_convert.checkpoint import refuse_nonfinite
-    from codenn_convert.init import realistic_state
-    from codenn_convert.sources import read_source
+    from codenn_convert.checkpoints.files import refuse_nonfinite
+    from codenn_convert.checkpoints.sources import read_source
+    from codenn_convert.twins import build as twins
+    from codenn_convert.twins.init import realistic_state
 
     size = job.input_size
     # A checkpoint may determine options (num_classes, aux_logits): read it before building.

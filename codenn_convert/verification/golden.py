@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert import npyfile
 from codenn_convert.errors import CheckpointError, UsageError
+from codenn_convert.verification import npyfile
 
 FORMAT = "codenn-golden"
 VERSION = 1
@@ -59,8 +59,8 @@ class Golden:
 
 def save_golden(path: str | os.PathLike[str], golden: Golden) -> Path:
     """Write ``golden`` to ``path`` atomically (an ``.npz`` of plain arrays)."""
-    from codenn_convert.checkpoint import atomic_output
-    from codenn_convert.report import environment
+    from codenn_convert.checkpoints.files import atomic_output
+    from codenn_convert.report.render import environment
 
     meta = {"format": FORMAT, "version": VERSION, "model": golden.model,
             "labels": golden.labels, "rtol": golden.rtol, "options": golden.options,
@@ -203,9 +203,9 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     is held to ``rtol``; an fp16/int8 one (detected from its graph) to that precision's
     floors, with ``thresholds`` overriding them, as ``codenn verify`` judges it.
     """
-    from codenn_convert.precision import check_thresholds
-    from codenn_convert.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
-    from codenn_convert.verification import ModelResult, compare_runners, fill_results
+    from codenn_convert.export.precision import check_thresholds
+    from codenn_convert.verification.run import ModelResult, compare_runners, fill_results
+    from codenn_convert.verification.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
 
     if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
         raise UsageError(f"rtol must be a positive finite number, got {rtol}")
@@ -223,7 +223,7 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
                for label, x, _, _ in inputs]
 
     def judge(a: str, b: str, ya: np.ndarray, yb: np.ndarray) -> Any:
-        from codenn_convert.metrics import judge_pair
+        from codenn_convert.verification.metrics import judge_pair
 
         return judge_pair(a, b, ya, yb, precision=onnx.precision, rtol=tol,
                           overrides=thresholds)
@@ -242,9 +242,9 @@ def _judged_inputs(golden: Golden, precision: str, path: Path
     """The stored inputs a ``precision`` file is judged on, and a note on any left out.
 
     int8 ranges are calibrated on image-like data, and N(0,1) noise overflows them, so the
-    verifier never judges int8 on it (:func:`codenn_convert.verification._lossy_inputs`).
+    verifier never judges int8 on it (:func:`codenn_convert.verification.run._lossy_inputs`).
     """
-    from codenn_convert.inputs import NORMAL_INPUTS
+    from codenn_convert.verification.inputs import NORMAL_INPUTS
 
     stored = list(zip(golden.labels, golden.inputs, golden.reference, golden.exact,
                       strict=True))

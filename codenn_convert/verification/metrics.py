@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
-from codenn_convert.floor import degenerate, effective_rtol, farther
-from codenn_convert.localise import LayerError
+from codenn_convert.verification.floor import degenerate, effective_rtol, farther
+from codenn_convert.verification.localise import LayerError
 
 #: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
 HIST_EDGES: tuple[float, ...] = tuple(float(f"1e{k}") for k in range(-10, 1))
@@ -53,10 +53,10 @@ class PairResult:
     #: For a pair with a reduced-precision side: the lossy criteria that judge it.
     lossy: LossyResult | None = None
     #: Runtimes of this pair whose logits are constant for a sample (all zero, say): no
-    #: evidence of agreement, so the pair fails (:func:`codenn_convert.floor.degenerate`).
+    #: evidence of agreement, so the pair fails (:func:`.floor.degenerate`).
     degenerate: list[str] = field(default_factory=list)
     #: The tolerance this float32 pair was judged at: max(rtol, k x the checkpoint's float32
-    #: floor) (:mod:`codenn_convert.floor`); None for lossy pairs (judged by their floors).
+    #: floor) (:mod:`.floor`); None for lossy pairs (judged by their floors).
     tolerance: float | None = None
 
 
@@ -153,9 +153,9 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
                   rtol: float, names: tuple[str, str]) -> PairResult:
     """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
     numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
-    :class:`codenn_convert.precision.LossyThresholds`)."""
-    from codenn_convert.localise import LAYER_SQNR_MARGIN_DB
-    from codenn_convert.precision import lossy_metrics
+    :class:`codenn_convert.export.precision.LossyThresholds`)."""
+    from codenn_convert.export.precision import lossy_metrics
+    from codenn_convert.verification.localise import LAYER_SQNR_MARGIN_DB
 
     result = compare(a, b, rtol=rtol, names=names)
     m = lossy_metrics(a, b)
@@ -172,7 +172,7 @@ def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str
                overrides: Mapping[str, float] | None = None) -> PairResult:
     """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
     of fp16/int8, that precision's floors (with ``overrides``)."""
-    from codenn_convert.precision import floors
+    from codenn_convert.export.precision import floors
 
     if precision == "fp32":
         return compare(ya, yb, rtol=rtol, names=(a, b))
@@ -200,7 +200,7 @@ def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np
 
 def farther_side(pair: PairResult, distance: dict[str, float | None]) -> str | None:
     """The runtime of a pair clearly farther from the exact result (None if either is
-    unknown or the two are within :data:`codenn_convert.floor.FARTHER_RATIO`)."""
+    unknown or the two are within :data:`codenn_convert.verification.floor.FARTHER_RATIO`)."""
     return farther(pair.a, pair.b, distance)
 
 

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from codenn_convert.mapper import hwc_flatten_of
+from codenn_convert.twins.mapper import hwc_flatten_of
 
 #: Per-layer tolerance on ``max|a-b| / max|a|``, each layer relative to its own largest
 #: reference magnitude (the logits' measure, applied per layer).
@@ -140,7 +140,7 @@ def first_divergent(errors: Sequence[LayerError], tol: float) -> str | None:
 def layer_sqnr(ref: np.ndarray, other: np.ndarray) -> float:
     """SQNR of ``other`` against ``ref`` in dB; -inf if shapes differ or either holds NaN/Inf
     (a broken layer is infinitely noisy, never "clean over the rest")."""
-    from codenn_convert.precision import sqnr_db
+    from codenn_convert.export.precision import sqnr_db
 
     if ref.shape != other.shape or not (np.isfinite(ref).all() and np.isfinite(other).all()):
         return float("-inf")

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoint import atomic_output
-from codenn_convert.verification import NORMAL_INPUTS, ModelResult
+from codenn_convert.checkpoints.files import atomic_output
+from codenn_convert.verification.run import NORMAL_INPUTS, ModelResult
 
 SCHEMA_FILE = "report.schema.json"
 #: The four report files, in the order they are written.
@@ -67,7 +67,7 @@ def report_passed(report: dict[str, Any]) -> bool:
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of the report object (package data)."""
-    text = importlib.resources.files("codenn_convert").joinpath(SCHEMA_FILE).read_text()
+    text = importlib.resources.files("codenn_convert.report").joinpath(SCHEMA_FILE).read_text()
     return json.loads(text)
 
 

@@ -1,7 +1,7 @@
 """Build the torch and Keras twins of a model from one torch-layout state.
 
 The torch-layout numpy state (key -> array) is the canonical in-memory form; everything else
-is derived from it by :mod:`codenn_convert.mapper`.
+is derived from it by :mod:`codenn_convert.twins.mapper`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from codenn_convert import mapper
 from codenn_convert.registry import get_model, get_spec
+from codenn_convert.twins import mapper
 
 TorchState = dict[str, np.ndarray]
 
@@ -24,8 +24,8 @@ def keras_plan(model: Any) -> list[mapper.LayerPlan]:
 
 def state_from_source(name: str, source: Any, keras_model: Any) -> TorchState:
     """The checked, float32 torch-layout state of a resolved
-    :class:`codenn_convert.sources.Source`; ``keras_model`` (the Keras twin built with the
-    source's options) supplies the layer plan."""
+    :class:`codenn_convert.checkpoints.sources.Source`; ``keras_model`` (the Keras twin built
+    with the source's options) supplies the layer plan."""
     plan = keras_plan(keras_model)
     if source.keras_weights is not None:
         return mapper.keras_to_torch(source.keras_weights, plan, name, source.tracked)
@@ -39,11 +39,11 @@ def load_state(
 ) -> TorchState:
     """Read a checkpoint of either layout into a checked, float32 torch-layout state.
 
-    The file goes through :func:`codenn_convert.sources.read_source` (wrappers, precision,
-    keras.applications names, inferred options). ``keras_model`` (a built Keras twin)
+    The file goes through :func:`codenn_convert.checkpoints.sources.read_source` (wrappers,
+    precision, keras.applications names, inferred options). ``keras_model`` (a built Keras twin)
     supplies the layer plan; one is built with the resolved options if missing.
     """
-    from codenn_convert.sources import read_source
+    from codenn_convert.checkpoints.sources import read_source
 
     source = read_source(name, path, options)
     kmodel = keras_model if keras_model is not None else get_model(

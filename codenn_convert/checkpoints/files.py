@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from codenn_convert import targets
+from codenn_convert.checkpoints import targets
 from codenn_convert.errors import (
     CheckpointError,
     CodennError,
@@ -135,8 +135,9 @@ def _require_file(path: Path) -> None:
 
 def _unwrap(obj: Any, path: Path, notes: list[str]) -> dict[str, Any]:
     """The state_dict of a bare one or of a training checkpoint (``{"state_dict": ...}``,
-    ``{"model": ...}``, EMA...): see :func:`codenn_convert.filters.unwrap_checkpoint`."""
-    from codenn_convert.filters import unwrap_checkpoint
+    ``{"model": ...}``, EMA...): see
+    :func:`codenn_convert.checkpoints.filters.unwrap_checkpoint`."""
+    from codenn_convert.checkpoints.filters import unwrap_checkpoint
 
     state = unwrap_checkpoint(obj, notes)
     if not state:

@@ -71,6 +71,6 @@ def degenerate(y: np.ndarray) -> bool:
 
 def floors_of(outputs: Sequence[np.ndarray], exact: Sequence[np.ndarray]) -> list[float | None]:
     """The reference's distance to float64 on each input: the floor."""
-    from codenn_convert.metrics import error_vs_exact
+    from codenn_convert.verification.metrics import error_vs_exact
 
     return [error_vs_exact(y, e) for y, e in zip(outputs, exact, strict=True)]

@@ -1,0 +1,2 @@
+"""ONNX export of both twins with one interface, and reduced-precision (fp16, int8)
+conversion of the exported files."""
