@@ -205,7 +205,10 @@ def _main(
         "--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
+    from codenn_convert.thirdparty import quiet
+
     _STATE["debug"] = debug
+    quiet(not debug)  # third-party warnings only with --debug
     _print_notes()
 
 
@@ -256,7 +259,12 @@ def convert(
     from codenn_convert.registry import parse_options
 
     if len(args) not in (2, 3):
-        raise UsageError(f"convert takes [MODEL] SRC DST, got {len(args)} arguments")
+        given = " ".join(args)
+        raise UsageError(
+            f"convert needs a source and a destination: codenn convert [MODEL] SRC DST (given: "
+            f"{given!r}); e.g. codenn convert resnet50.pth resnet50.weights.h5"
+            if len(args) < 2 else f"convert takes [MODEL] SRC DST, not {len(args)} paths: "
+            f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
     options = parse_options(model, option or []) if model else _raw_options(option or [])
     with _progress(f"converting {src} -> {dst}"):
@@ -417,6 +425,20 @@ def _list(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
 
 
+def _check_outputs(json_path: Path | None, *, keep_onnx: Path | None = None) -> None:
+    """Output paths checked before any work; with ``--json -`` the JSON is standard output,
+    so the human-readable table goes to stderr instead."""
+    from codenn_convert.checkpoints.files import ensure_writable
+    from codenn_convert.checkpoints.targets import check_directory, is_stdout
+
+    if keep_onnx is not None:
+        check_directory(keep_onnx, "--keep-onnx")
+    if json_path is not None:
+        ensure_writable(json_path)
+        if is_stdout(json_path):
+            out.file = sys.stderr
+
+
 def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = False) -> None:
     """Print each result, write the JSON report, exit 0 (all passed) or 1."""
     from codenn_convert import report as rep
@@ -467,7 +489,6 @@ def verify(
     files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
     runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
     top-k against their floors, with per-layer SQNR."""
-    from codenn_convert.checkpoints.files import ensure_writable
     from codenn_convert.registry import parse_options
     from codenn_convert.verification.run import VerifyOptions, verify_inputs
 
@@ -479,8 +500,7 @@ def verify(
         save_golden=save_golden, precisions=_list(precision),
         thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5))
     config.check()
-    if json_path is not None:
-        ensure_writable(json_path)
+    _check_outputs(json_path, keep_onnx=keep_onnx)
     with _progress(f"verifying {model}") as say:
         results = verify_inputs(model, config, progress=say)
     if save_golden is not None and not all(r.passed for r in results):
@@ -504,11 +524,9 @@ def check(
     """Check an ONNX file against a golden file in onnxruntime (no torch, no TensorFlow).
     A float32 file is held to --rtol; an fp16/int8 one (detected from its graph) to its
     precision's floors, as verify judges it."""
-    from codenn_convert.checkpoints.files import ensure_writable
     from codenn_convert.verification.golden import check_onnx
 
-    if json_path is not None:
-        ensure_writable(json_path)
+    _check_outputs(json_path)
     _finish(check_onnx(onnx_file, golden, rtol=rtol,
                        thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5)), json_path)
 
@@ -533,12 +551,14 @@ def report(
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
+    from codenn_convert.checkpoints.targets import check_directory
     from codenn_convert.verification.run import VerifyOptions
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")
     if from_json and precision:
         raise CodennError("--precision runs models; --from-json only renders what was run")
+    check_directory(out_dir, "report directory")
     if from_json:
         data = rep.merge_reports(models or [])
     else:
@@ -570,9 +590,11 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a usage error is one line, as any bad input."""
+    from codenn_convert.cli.usage import run
+
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app(prog_name="codenn")
+    run(app, "codenn", _error, _one_line)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,6 @@ from codenn_convert.report.render import (
     REPORT_FILES,
     build_report,
     environment,
-    merge_environments,
-    merge_reports,
-    read_json_report,
     report_passed,
     schema,
     to_html,
@@ -19,6 +16,7 @@ from codenn_convert.report.render import (
     write_json,
     write_reports,
 )
+from codenn_convert.report.shards import merge_environments, merge_reports, read_json_report
 
 __all__ = ["REPORT_FILES", "build_report", "environment", "merge_environments",
            "merge_reports", "read_json_report", "report_passed", "schema", "to_html", "to_json",

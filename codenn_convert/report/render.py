@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import html
 import importlib.metadata
 import importlib.resources
 import io
@@ -107,13 +108,17 @@ def _oracle(m: dict[str, Any]) -> str:
 
 
 def _json_safe(obj: Any) -> Any:
-    """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them."""
+    """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them. Containers
+    without one are returned as they are, not copied (a report read from a large shard)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        changed = {k: new for k, v in obj.items() if (new := _json_safe(v)) is not v}
+        return {**obj, **changed} if changed else obj
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        items = [_json_safe(v) for v in obj]
+        same = all(new is old for new, old in zip(items, obj, strict=True))
+        return obj if same and isinstance(obj, list) else items
     return obj
 
 
@@ -130,42 +135,75 @@ def _model_label(m: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- markdown
 
 
+def _md(text: Any, *, table: bool = True) -> str:
+    """Text from a report (a shard is anyone's file) made inert in Markdown: HTML escaped, as
+    the HTML and JUnit forms escape it (a CI job summary renders HTML), line breaks and
+    backticks neutralised, and in a table cell its pipes."""
+    text = html.escape(" ".join(str(text).split()), quote=False).replace("`", "'")
+    return text.replace("|", "\\|") if table else text
+
+
+def _code(text: Any) -> str:
+    return f"`{_md(text)}`"
+
+
+def _floor_note(m: dict[str, Any]) -> str | None:
+    """``float32 floor 3.8e-05 (torch vs float64): float32 pairs pass at 1.5e-04``."""
+    floor = m.get("float32_floor")
+    if floor is None:
+        return None
+    tol = max([_num(p.get("tolerance")) or 0.0 for p in m["pairs"]] + [m["rtol"]])
+    return (f"float32 floor {_fmt(floor)} (the reference's own distance to float64); float32 "
+            f"pairs pass at max(rtol {m['rtol']:g}, {m.get('floor_factor', 0):g} x floor) = "
+            f"{_fmt(tol)}")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
-    """A short summary, fit for a CI job summary."""
+    """A short summary, fit for a CI job summary; every text from the report escaped."""
     ok = report_passed(report)
     lines = [
         f"# codenn-convert parity: {'PASS' if ok else 'FAIL'}",
         "",
-        "| model | input | pair | max abs | max rel | cosine | top-1 | top-5 | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | input | pair | max abs | max rel | tolerance | cosine | top-1 | top-5 | "
+        "status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in report["models"]:
-        shape = "x".join(str(d) for d in m["input_shape"])
-        label = _model_label(m)
+        shape = _md("x".join(str(d) for d in m["input_shape"]))
+        label = _md(_model_label(m))
         if m["error"]:
-            lines.append(f"| {label} | {shape} | - | - | - | - | - | - | ERROR: {m['error']} |")
+            lines.append(f"| {label} | {shape} | - | - | - | - | - | - | - | ERROR: "
+                         f"{_md(m['error'])} |")
         for p in m["pairs"]:
             status = "pass" if p["passed"] else "**FAIL**"
             if p.get("first_divergent_layer"):
-                status += f" (first divergent layer: `{p['first_divergent_layer']}`)"
+                status += f" (first divergent layer: {_code(p['first_divergent_layer'])})"
             if p.get("farther"):
-                status += f" ({p['farther']} farther from float64)"
+                status += f" ({_md(p['farther'])} farther from float64)"
+            if p.get("degenerate"):
+                status += f" (constant logits: {_md(', '.join(p['degenerate']))})"
             lines.append(
-                f"| {label} | {shape} | {p['a']} vs {p['b']} | {_fmt(p['max_abs'])} | "
-                f"{_fmt(p['max_rel'])} | {_fmt(p['cosine'], '.8f')} | {_fmt(p['top1'], '.2f')} | "
-                f"{_fmt(p['top5'], '.2f')} | {status} |"
+                f"| {label} | {shape} | {_md(p['a'])} vs {_md(p['b'])} | {_fmt(p['max_abs'])} | "
+                f"{_fmt(p['max_rel'])} | {_fmt(p.get('tolerance'))} | {_fmt(p['cosine'], '.8f')} "
+                f"| {_fmt(p['top1'], '.2f')} | {_fmt(p['top5'], '.2f')} | {status} |"
             )
     lines += _lossy_markdown(report)
-    notes = [f"- {_model_label(m)}: {m['reason']}" for m in report["models"]
+    def item(m: dict[str, Any], text: str) -> str:
+        return f"- {_md(_model_label(m), table=False)}: {_md(text, table=False)}"
+
+    notes = [item(m, m["reason"]) for m in report["models"]
              if not m["passed"] and m.get("reason")]
-    notes += [f"- {_model_label(m)}: error vs float64: {_oracle(m)}" for m in report["models"]
+    notes += [item(m, f"error vs float64: {_oracle(m)}") for m in report["models"]
               if m.get("error_vs_float64")]
+    notes += [item(m, note) for m in report["models"] if (note := _floor_note(m))]
     if notes:
         lines += ["", *notes]
     env = report["environment"]
-    lines += ["", "Tolerance: max rel <= rtol (1e-5 for float32) relative to the largest "
-              "reference logit.", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)]
+    lines += ["", "Tolerance: max rel <= max(rtol, k x float32 floor) relative to the largest "
+              "reference logit; rtol is 1e-5 for float32, the floor is the reference runtime's "
+              "own distance to float64 (what float32 rounding costs on this checkpoint).", "",
+              "Environment: " + ", ".join(f"{_md(k, table=False)} {_md(v, table=False)}"
+                                          for k, v in env.items() if v is not None)]
     return "\n".join(lines) + "\n"
 
 
@@ -185,13 +223,14 @@ def _lossy_markdown(report: dict[str, Any]) -> list[str]:
              "SQNR falls most at | status |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m, p in rows:
         lo = p["lossy"]
-        where = (f"`{lo['precision_lost_at']}` ({_fmt(lo['sqnr_drop_db'], '.1f')} dB)"
+        where = (f"{_code(lo['precision_lost_at'])} ({_fmt(lo['sqnr_drop_db'], '.1f')} dB)"
                  if lo.get("precision_lost_at") else "-")
         status = "pass" if p["passed"] else "**FAIL**"
         if p.get("first_divergent_layer"):
             status += (f" (first layer below {lo['layer_min_sqnr_db']:g} dB: "
-                       f"`{p['first_divergent_layer']}`)")
-        lines.append(f"| {_model_label(m)} | {p['a']} vs {p['b']} | {lo['precision']} | "
+                       f"{_code(p['first_divergent_layer'])})")
+        lines.append(f"| {_md(_model_label(m))} | {_md(p['a'])} vs {_md(p['b'])} | "
+                     f"{_md(lo['precision'])} | "
                      f"{_fmt(lo['sqnr_db'], '.1f')} | {_fmt(lo['cosine'], '.6f')} | "
                      f"{_fmt(lo['top1'], '.2f')} | {_fmt(lo['top5'], '.2f')} | "
                      f"{_floors(lo['thresholds'])} | {where} | {status} |")
@@ -221,7 +260,8 @@ code { background: #f3f3f3; padding: 0 3px; }
 <h1>codenn-convert parity: <span class="status-{{ 'pass' if passed else 'fail' }}">
 {{- 'PASS' if passed else 'FAIL' }}</span></h1>
 <p>Each cell is max |a &minus; b| / max |a| of the logits, <code>a</code> the reference
-(the earlier runtime); a pair passes at &le; rtol ({{ rtols }}). Hover a cell for details.</p>
+(the earlier runtime); a float32 pair passes at &le; max(rtol ({{ rtols }}), k &times; the
+checkpoint's float32 floor), its tolerance in the hover text. Hover a cell for details.</p>
 <table id="parity">
 <thead><tr><th>model</th><th>input</th>
 {%- for pair in pair_names %}<th>{{ pair }}</th>{% endfor %}</tr></thead>
@@ -245,10 +285,15 @@ decade from 1e-10 (left) to &ge; 1 (right), log-scaled heights.</p>
 <p>max |x &minus; exact| / max |exact| per runtime, <code>exact</code> the torch twin run in
 float64 with the same weights. Rounding leaves every runtime near it; a semantic fault puts
 one side far from it (named in a failing pair as the farther side).</p>
+<p>The reference's own distance (torch, or the golden logits) is the checkpoint's
+<b>float32 floor</b>: what float32 rounding costs on these weights. A badly conditioned net
+(untrained, say) raises it for every runtime alike, so a float32 pair passes at
+max(rtol, k &times; floor); a semantic fault still puts one side far beyond it.</p>
 <table id="oracle"><thead><tr><th>model</th><th>input</th><th>error vs float64</th>
-<th>reason</th></tr></thead><tbody>
+<th>float32 floor</th><th>reason</th></tr></thead><tbody>
 {%- for m in models %}<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
 <td class="name">{{ m.oracle or '&ndash;'|safe }}</td>
+<td class="name" title="{{ m.floor_note or '' }}">{{ m.floor }}</td>
 <td class="name">{{ m.reason or '' }}</td></tr>{% endfor %}
 </tbody></table>
 <h2>Per-layer relative error</h2>
@@ -391,7 +436,8 @@ def to_html(report: dict[str, Any]) -> str:
                 pair_names.append(key)
             title = (f"max abs {_fmt(p['max_abs'])}, max rel {_fmt(p['max_rel'])}, cosine "
                      f"{_fmt(p['cosine'], '.8f')}, top-1 {_fmt(p['top1'], '.2f')}, top-5 "
-                     f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}")
+                     f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}, tolerance "
+                     f"{_fmt(p.get('tolerance'))}")
             if p.get("lossy"):
                 title += (f"; {p['lossy']['precision']}: SQNR {_fmt(p['lossy']['sqnr_db'], '.1f')}"
                           f" dB, cosine {_fmt(p['lossy']['cosine'], '.6f')}, top-1 "
@@ -406,6 +452,7 @@ def to_html(report: dict[str, Any]) -> str:
             "label": _model_label(m), "shape": "x".join(str(d) for d in m["input_shape"]),
             "error": m["error"], "pairs": pairs, "plot": _layer_plot(m),
             "oracle": _oracle(m), "reason": m.get("reason") if not m["passed"] else None,
+            "floor": _fmt(m.get("float32_floor")), "floor_note": _floor_note(m),
             "layer_pairs": [{**p, "count": len(p["layers"])} for p in m["pairs"]
                             if p.get("layers") and not p.get("lossy")],
             "sqnr_plot": _sqnr_plot(m),
@@ -441,7 +488,9 @@ def to_junit(report: dict[str, Any]) -> str:
             if not p["passed"]:
                 failures += 1
                 where = p.get("first_divergent_layer")
-                message = (f"max_rel {_fmt(p['max_rel'])} > rtol {m['rtol']:g}"
+                message = (f"max_rel {_fmt(p['max_rel'])} > {_limit(m, p)}"
+                           + (f"; constant logits in {', '.join(p['degenerate'])}"
+                              if p.get("degenerate") else "")
                            + (f"; first divergent layer {where}" if where else "")
                            + (f"; {p['farther']} farther from float64"
                               if p.get("farther") else ""))
@@ -459,7 +508,9 @@ def to_junit(report: dict[str, Any]) -> str:
                     f"cosine: {_fmt(p['cosine'], '.8f')}", f"top1: {_fmt(p['top1'], '.3f')}",
                     f"top5: {_fmt(p['top5'], '.3f')}", f"first_divergent_layer: {where}",
                     *([f"lossy: {json.dumps(_json_safe(p['lossy']))}"] if p.get("lossy") else []),
-                    f"error_vs_float64: {_oracle(m)}", f"reason: {m.get('reason')}",
+                    f"error_vs_float64: {_oracle(m)}",
+                    f"float32_floor: {_fmt(m.get('float32_floor'))}",
+                    f"tolerance: {_fmt(p.get('tolerance'))}", f"reason: {m.get('reason')}",
                 ])
                 ET.SubElement(case, "failure", message=message, type="ParityFailure").text = (
                     detail)
@@ -476,6 +527,15 @@ def to_junit(report: dict[str, Any]) -> str:
     suite.extend(cases)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _limit(m: dict[str, Any], p: dict[str, Any]) -> str:
+    """What a float32 pair was held to: ``rtol 1e-05``, or with the checkpoint's floor known
+    ``tolerance 1.5e-04 (max of rtol 1e-05 and 4 x float32 floor 3.8e-05)``."""
+    if m.get("float32_floor") is None or p.get("tolerance") is None:
+        return f"rtol {m['rtol']:g}"
+    return (f"tolerance {_fmt(p['tolerance'])} (max of rtol {m['rtol']:g} and "
+            f"{m.get('floor_factor', 0):g} x float32 floor {_fmt(m['float32_floor'])})")
 
 
 def _lossy_failure(p: dict[str, Any]) -> str:
@@ -500,14 +560,18 @@ def _lossy_failure(p: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    with atomic_output(path) as tmp:
-        tmp.write_text(to_json(report))
+    """The JSON form, streamed to the file (no second copy of a large report in memory)."""
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        json.dump(_json_safe(report), f, indent=2, allow_nan=False)
+        f.write("\n")
     return Path(path)
 
 
 def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write every report form under ``out_dir`` (each file atomically)."""
-    out = Path(out_dir)
+    from codenn_convert.checkpoints.targets import check_directory
+
+    out = check_directory(out_dir, "report directory")
     out.mkdir(parents=True, exist_ok=True)
     renders = {"parity.md": to_markdown, "parity.html": to_html, "junit.xml": to_junit}
     written = [write_json(report, out / "parity.json")]
@@ -517,57 +581,6 @@ def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> li
             tmp.write_text(text, encoding="utf-8")
         written.append(out / name)
     return written
-
-
-def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A ``verify --json`` / ``parity.json`` file, checked to be a report; one-line errors."""
-    from codenn_convert.errors import UsageError
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"report not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not a JSON report: {str(exc)[:120]}") from None
-    needed = schema()["$defs"]["model"]["required"]
-    models = data.get("models") if isinstance(data, dict) else None
-    if (not isinstance(models, list) or not isinstance(data.get("environment"), dict)
-            or not all(isinstance(m, dict) and all(k in m for k in needed) for m in models)):
-        raise UsageError(f"{path} is not a codenn report (no environment/models entries)")
-    return data
-
-
-def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
-    """One report from several (e.g. CI shards): their model entries in the order given,
-    and one environment that hides no difference between them (:func:`merge_environments`)."""
-    from codenn_convert.errors import UsageError
-
-    if not paths:
-        raise UsageError("--from-json needs at least one JSON report file")
-    shards = [read_json_report(p) for p in paths]
-    return {"environment": merge_environments([s["environment"] for s in shards]),
-            "models": [m for shard in shards for m in shard["models"]]}
-
-
-def merge_environments(envs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The shards' environments as one: a value they share is kept; differing versions,
-    CPUs or platforms are listed ``"2.13.0 | 2.12.0"`` (a job on another stack must show);
-    ``time`` is the latest; ``shards`` counts them."""
-    if len(envs) == 1:
-        return dict(envs[0])
-    merged: dict[str, Any] = {}
-    for key in dict.fromkeys(k for env in envs for k in env):
-        values = list(dict.fromkeys(json.dumps(env.get(key)) for env in envs))
-        if len(values) == 1:
-            merged[key] = envs[0].get(key)
-        elif key == "time":
-            merged[key] = max(str(env.get(key)) for env in envs)
-        else:  # a count (cpu_count) too: the schema's strings hold every value
-            shown = [json.loads(v) for v in values]
-            merged[key] = " | ".join("not installed" if v is None else str(v) for v in shown)
-    merged["shards"] = len(envs)
-    return merged
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report
