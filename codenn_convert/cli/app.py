@@ -335,7 +335,7 @@ def export(
 
 
 #: Columns a narrow terminal drops first, whole, so that no number is ever cut.
-_DROPPABLE = ("top-5", "cosine", "top-1", "max abs")
+_DROPPABLE = ("top-5", "cosine", "top-1", "max abs", "tolerance")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -348,14 +348,15 @@ def _result_table(result: Any) -> Table:
     (the line under the table names it either way)."""
     inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
     rows = [{"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
-             "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
+             "max rel": _fmt(p.max_rel, ".2e"), "tolerance": _fmt(p.tolerance, ".2e"),
+             "cosine": _fmt(p.cosine, ".6f"),
              "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
              "status": "pass" if p.passed else "FAIL",
              "at": (f" ({p.lossy.precision} criteria)" if p.lossy is not None else "")
              + (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
              + (f" ({p.farther} farther from float64)" if p.farther else "")}
             for p in result.pairs]
-    headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
+    headers = ["pair", "max abs", "max rel", "tolerance", "cosine", "top-1", "top-5", "status"]
     width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
     drop = list(_DROPPABLE)
 
@@ -381,6 +382,11 @@ def _print_result(result: Any, *, show_layers: bool = False) -> None:
     if result.error_vs_float64:
         out.print("error vs float64: " + ", ".join(
             f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
+    if result.float32_floor is not None:
+        tol = max([p.tolerance for p in result.pairs if p.tolerance is not None] + [result.rtol])
+        out.print(f"float32 floor {result.float32_floor:.2e} (the reference's own distance to "
+                  f"float64): float32 pairs pass at max rel <= {tol:.2e} (max of rtol "
+                  f"{result.rtol:g} and {result.floor_factor:g} x floor)", highlight=False)
     for p in result.pairs:
         if p.lossy is not None:
             out.print(_lossy_line(p), highlight=False)
