@@ -424,6 +424,12 @@ def _layer_axes_png(fig: Any, ax: Any, names: list[str], *, ylabel: str, legend:
 
 def to_html(report: dict[str, Any]) -> str:
     """One self-contained page: pass/fail table, per-layer plots, environment."""
+    template, context = _html(report)
+    return template.render(**context)
+
+
+def _html(report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The page's template and what it renders (streamed to a file by write_reports)."""
     import jinja2
 
     pair_names: list[str] = []
@@ -460,7 +466,7 @@ def to_html(report: dict[str, Any]) -> str:
         })
     rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_HTML).render(
+    return env.from_string(_HTML), dict(
         passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
         any_plot=any(m["plot"] for m in models), any_sqnr=any(m["sqnr_plot"] for m in models),
         environment=report["environment"])
@@ -573,13 +579,17 @@ def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> li
 
     out = check_directory(out_dir, "report directory")
     out.mkdir(parents=True, exist_ok=True)
-    renders = {"parity.md": to_markdown, "parity.html": to_html, "junit.xml": to_junit}
+    renders = {"parity.md": to_markdown, "junit.xml": to_junit}
     written = [write_json(report, out / "parity.json")]
     for name, render in renders.items():
         text = render(report)
         with atomic_output(out / name) as tmp:
             tmp.write_text(text, encoding="utf-8")
         written.append(out / name)
+    template, context = _html(report)  # streamed: the page of a large report is never a str
+    with atomic_output(out / "parity.html") as tmp:
+        template.stream(**context).dump(str(tmp), encoding="utf-8")
+    written.insert(2, out / "parity.html")
     return written
 
 

@@ -9,8 +9,10 @@ verdicts.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,109 @@ from codenn_convert.errors import UsageError
 
 
 def _parse(path: Path) -> Any:
-    """The JSON value of ``path``; its bytes are dropped as soon as they are decoded."""
-    text = path.read_bytes().decode("utf-8")
-    # Keys repeat in every layer entry; interning them keeps one copy of each.
-    return json.loads(text, object_pairs_hook=_interned)
+    """The JSON value of ``path``, read in chunks: the entries of a top-level ``models``
+    array are parsed one at a time, so memory is the parsed report plus one entry's text,
+    never the whole file's text beside it."""
+    reader = _Reader(path)
+    if reader.peek() != "{":
+        return reader.rest()  # not a report object: parsed whole, refused by the caller
+    reader.take("{")
+    data: dict[str, Any] = {}
+    while reader.peek() != "}":
+        key = reader.value()
+        reader.take(":")
+        if key == "models" and reader.peek() == "[":
+            data[key] = reader.array()
+        else:
+            data[key] = reader.value()
+        if reader.peek() == ",":
+            reader.take(",")
+    reader.take("}")
+    return data
 
 
-def _interned(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    import sys
+class _Reader:
+    """Incremental JSON values from a UTF-8 file (the stdlib parser on a growing buffer)."""
 
-    return {sys.intern(k): (sys.intern(v) if isinstance(v, str) and len(v) < 80 else v)
-            for k, v in pairs}
+    _CHUNK = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self._f = path.open("rb")
+        self._decode = codecs.getincrementaldecoder("utf-8")()
+        self._buf, self._pos, self._eof = "", 0, False
+        shared: dict[tuple[Any, ...], list[Any]] = {}
+        self._hook = lambda pairs: _interned(pairs, shared)
+        self._decoder = json.JSONDecoder(object_pairs_hook=self._hook)
+
+    def _more(self, at_least: int = _CHUNK) -> bool:
+        if self._eof:
+            return False
+        raw = self._f.read(max(at_least, self._CHUNK))
+        self._eof = not raw
+        if self._eof:
+            self._f.close()
+        self._buf = self._buf[self._pos:] + self._decode.decode(raw, final=self._eof)
+        self._pos = 0
+        return True
+
+    def peek(self) -> str:
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+                self._pos += 1
+            if self._pos < len(self._buf) or not self._more():
+                return self._buf[self._pos:self._pos + 1]
+
+    def take(self, char: str) -> None:
+        if self.peek() != char:
+            raise json.JSONDecodeError(f"expected {char!r}", self._buf, self._pos)
+        self._pos += 1
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError:
+                # Perhaps only cut short by the buffer: read as much again, then retry.
+                if not self._more(len(self._buf)):
+                    raise
+                continue
+            if end == len(self._buf) and self._more():  # a number may go on
+                continue
+            self._pos = end
+            return value
+
+    def array(self) -> list[Any]:
+        self.take("[")
+        items: list[Any] = []
+        while self.peek() != "]":
+            items.append(self.value())
+            if self.peek() == ",":
+                self.take(",")
+        self.take("]")
+        return items
+
+    def rest(self) -> Any:
+        while self._more():
+            pass
+        return json.loads(self._buf[self._pos:], object_pairs_hook=self._hook)
+
+
+def _interned(pairs: list[tuple[str, Any]], shared: dict[tuple[Any, ...], list[Any]]
+              ) -> dict[str, Any]:
+    """A JSON object with its keys (and short strings) interned and its short lists of
+    numbers (histogram edges, counts) shared by value within one file: a shard repeats them
+    in every pair. The report read is rendered, never modified."""
+    return {sys.intern(k): _shared(v, shared) for k, v in pairs}
+
+
+def _shared(v: Any, shared: dict[tuple[Any, ...], list[Any]]) -> Any:
+    if isinstance(v, str) and len(v) < 80:
+        return sys.intern(v)
+    if (isinstance(v, list) and len(v) <= 16
+            and all(type(x) in (int, float, str) for x in v)):
+        return shared.setdefault(tuple(v), v)
+    return v
 
 
 def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
