@@ -96,8 +96,9 @@ def measure(model: str, framework: str, files: dict[str, Path], repeat: int) -> 
     """Size, latency and SQNR vs fp32 of the three files of one model x framework."""
     import onnxruntime as ort
 
-    from codenn_convert.export.precision import lossy_metrics, synthetic_images
+    from codenn_convert.export.calibration import synthetic_images
     from codenn_convert.registry import get_spec
+    from codenn_convert.verification.lossy import lossy_metrics
 
     size = get_spec(model).input_size
     inputs = {

@@ -12,7 +12,12 @@ from typing import Any
 
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters
+from codenn_convert.checkpoints.atomic import ensure_writable
+from codenn_convert.checkpoints.identify import identify_source
+from codenn_convert.checkpoints.sources import SOURCE_DTYPES_ATTR, read_source
 from codenn_convert.errors import UsageError
+from codenn_convert.registry import get_model, get_spec
+from codenn_convert.twins import build as twins
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ def _check_paths(src: Path, dst: Path) -> None:
         raise UsageError(f"Keras output must end in .weights.h5, got {dst.name}")
     if src.resolve() == dst.resolve():
         raise UsageError("source and destination are the same file")
-    checkpoint.ensure_writable(dst)
+    ensure_writable(dst)
     if not src.is_file():
         raise UsageError(f"checkpoint not found: {src}")
 
@@ -57,11 +62,6 @@ def convert_checkpoint(
     with NaN/Inf values is refused unless ``allow_nonfinite`` (to move a broken file for
     debugging).
     """
-    from codenn_convert.checkpoints.identify import identify_source
-    from codenn_convert.checkpoints.sources import SOURCE_DTYPES_ATTR, read_source
-    from codenn_convert.registry import get_model, get_spec
-    from codenn_convert.twins import build as twins
-
     start = time.perf_counter()
     if model is not None:
         get_spec(model)  # unknown model -> clear error before any framework import

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from codenn_convert.checkpoints import atomic
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.convert import convert_checkpoint
 from codenn_convert.errors import CheckpointError, OutputError, UsageError
@@ -157,7 +158,7 @@ def test_failed_conversion_keeps_the_existing_destination(alexnet_state, tmp_pat
 def test_atomic_output_cleans_up_on_failure(tmp_path: Path) -> None:
     dst = tmp_path / "f.safetensors"
     dst.write_bytes(b"old")
-    with pytest.raises(RuntimeError), checkpoint.atomic_output(dst) as tmp:
+    with pytest.raises(RuntimeError), atomic.atomic_output(dst) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("boom")
     assert dst.read_bytes() == b"old" and list(tmp_path.iterdir()) == [dst]
@@ -208,7 +209,7 @@ def test_keras_to_torch_files_keep_torchvision_key_order(tmp_path: Path) -> None
 
 def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.pt"
-    with checkpoint.atomic_output(fresh) as tmp:
+    with atomic.atomic_output(fresh) as tmp:
         tmp.write_bytes(b"x")
     mask = os.umask(0)
     os.umask(mask)
@@ -216,7 +217,7 @@ def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
     kept = tmp_path / "kept.pt"
     kept.write_bytes(b"old")
     kept.chmod(0o640)
-    with checkpoint.atomic_output(kept) as tmp:
+    with atomic.atomic_output(kept) as tmp:
         tmp.write_bytes(b"new")
     assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_bytes() == b"new"
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from codenn_convert import errors
+from codenn_convert.checkpoints import atomic
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.errors import OutputError
 from tests.conftest import ROOT
@@ -21,18 +22,18 @@ SHORT_WRITE = "OSError: 36864 requested and 23360 written"
 
 @pytest.fixture
 def nearly_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(errors, "_free_bytes", lambda folder: 2**20)
+    monkeypatch.setattr(atomic, "_free_bytes", lambda folder: 2**20)
 
 
 def test_enospc_is_a_full_disk_wherever_it_came_from() -> None:
-    full = errors.disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    full = atomic.disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert isinstance(full, OutputError) and "no space left" in str(full)
-    assert errors.disk_full(OSError(errno.EACCES, "Permission denied")) is None
-    assert errors.disk_full(RuntimeError(SHORT_WRITE), "/") is None  # plenty free here
+    assert atomic.disk_full(OSError(errno.EACCES, "Permission denied")) is None
+    assert atomic.disk_full(RuntimeError(SHORT_WRITE), "/") is None  # plenty free here
 
 
 def test_a_short_write_on_a_nearly_full_folder_names_it(nearly_full: None, tmp_path: Path) -> None:
-    full = errors.disk_full(SHORT_WRITE, tmp_path)
+    full = atomic.disk_full(SHORT_WRITE, tmp_path)
     assert full is not None and f"of {tmp_path} (1 MiB free)" in str(full)
 
 
@@ -41,7 +42,7 @@ def test_atomic_output_turns_a_failed_write_on_a_full_disk_into_an_output_error(
 ) -> None:
     dst = tmp_path / "out.bin"
     dst.write_bytes(b"old")
-    with pytest.raises(OutputError, match="no space left"), checkpoint.atomic_output(dst) as tmp:
+    with pytest.raises(OutputError, match="no space left"), atomic.atomic_output(dst) as tmp:
         tmp.write_bytes(b"partial")
         raise RuntimeError(SHORT_WRITE)
     assert dst.read_bytes() == b"old"
@@ -49,7 +50,7 @@ def test_atomic_output_turns_a_failed_write_on_a_full_disk_into_an_output_error(
 
 
 def test_an_interrupt_stays_an_interrupt_on_a_full_disk(nearly_full: None, tmp_path: Path) -> None:
-    with pytest.raises(KeyboardInterrupt), checkpoint.atomic_output(tmp_path / "x.bin"):
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_output(tmp_path / "x.bin"):
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
@@ -90,6 +91,6 @@ def test_convert_on_a_full_disk_is_one_line_and_exit_2(
 def test_our_own_errors_are_kept_on_a_nearly_full_disk(nearly_full: None, tmp_path: Path
                                                        ) -> None:
     with pytest.raises(errors.CheckpointError, match="bad tensor"), \
-            checkpoint.atomic_output(tmp_path / "x.bin"):
+            atomic.atomic_output(tmp_path / "x.bin"):
         raise errors.CheckpointError("bad tensor")
     assert list(tmp_path.iterdir()) == []

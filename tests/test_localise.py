@@ -12,8 +12,9 @@ import torch
 
 from codenn_convert.twins import build as twins
 from codenn_convert.twins.init import realistic_state
+from codenn_convert.verification import layers as lay
 from codenn_convert.verification import localise as loc
-from codenn_convert.verification import seeded_batch
+from codenn_convert.verification import matching, ort, probes, seeded_batch
 
 # Small even sizes: 'same' at stride 2 differs from torch's symmetric padding only there.
 SIZES = {"alexnet": (64, 64), "resnet50": (64, 64), "inception_v3": (80, 80)}
@@ -55,7 +56,7 @@ def restore(built: Twins) -> Iterator[Callable[[str], Any]]:
 def test_clean_twins_have_no_divergent_layer(built: Twins) -> None:
     found = loc.localise_models(built.torch_model, built.keras_model, built.x)
     assert found.first_divergent_layer is None
-    assert all(e.max_rel <= loc.LAYER_RTOL for e in found.layers), found.layers
+    assert all(e.max_rel <= lay.LAYER_RTOL for e in found.layers), found.layers
     names = [e.name for e in found.layers]
     modules = dict(built.torch_model.named_modules())
     assert len(names) == len(set(names)) and all(n in modules for n in names)
@@ -152,7 +153,7 @@ def test_chunks_give_the_same_errors(built: Twins) -> None:
 
 
 def test_chunking_respects_the_budget() -> None:
-    layers = [loc.MappedLayer(f"l{i}", (4, 8, 8)) for i in range(10)]  # 1 KiB a sample
+    layers = [matching.MappedLayer(f"l{i}", (4, 8, 8)) for i in range(10)]  # 1 KiB a sample
     chunks = loc._chunks(layers, lambda m: m.nbytes(2) * 2, 4096 * 4)  # 4 KiB a layer
     assert [len(c) for c in chunks] == [4, 4, 2]
     assert loc._chunks(layers[:1], lambda m: 10**9, 1) == [layers[:1]]  # never empty
@@ -160,8 +161,8 @@ def test_chunking_respects_the_budget() -> None:
 
 @ALEXNET_ONLY
 def test_torch_probe_stops_after_the_last_wanted_layer(built: Twins) -> None:
-    layers = loc.mapped_layers(built.keras_model, built.torch_model, built.x)
-    probe = loc.TorchProbe(built.torch_model, layers)
+    layers = matching.mapped_layers(built.keras_model, built.torch_model, built.x)
+    probe = probes.TorchProbe(built.torch_model, layers)
     ran: list[str] = []
     handle = built.torch_model.classifier.register_forward_pre_hook(
         lambda *_: ran.append("classifier"))
@@ -175,27 +176,27 @@ def test_torch_probe_stops_after_the_last_wanted_layer(built: Twins) -> None:
 
 def test_layer_error_semantics() -> None:
     a = np.array([[4.0, -2.0], [1.0, 0.5]], np.float32)
-    assert loc.layer_error(a, a.copy()) == 0.0
-    assert loc.layer_error(a, a + np.float32(0.04)) == pytest.approx(0.01)  # relative to |4|
-    assert loc.layer_error(a, a[:1]) == float("inf")  # shapes differ
+    assert lay.layer_error(a, a.copy()) == 0.0
+    assert lay.layer_error(a, a + np.float32(0.04)) == pytest.approx(0.01)  # relative to |4|
+    assert lay.layer_error(a, a[:1]) == float("inf")  # shapes differ
     n = a.copy()
     n[0, 1] = np.nan
     # Issue 9: NaN/Inf never agree, even at the same place.
-    assert loc.layer_error(n, n.copy()) == float("inf")
-    assert loc.layer_error(n, a) == float("inf")
-    assert loc.first_divergent([loc.LayerError("x", 1e-6), loc.LayerError("y", np.nan),
-                                loc.LayerError("z", 1.0)], 1e-4) == "y"
+    assert lay.layer_error(n, n.copy()) == float("inf")
+    assert lay.layer_error(n, a) == float("inf")
+    assert lay.first_divergent([lay.LayerError("x", 1e-6), lay.LayerError("y", np.nan),
+                                lay.LayerError("z", 1.0)], 1e-4) == "y"
 
 
 def test_flattened_keras_vectors_are_put_in_torch_order() -> None:
     rng = np.random.default_rng(0)
     nchw = rng.standard_normal((2, 5, 3, 4)).astype(np.float32)
     keras_flat = nchw.transpose(0, 2, 3, 1).reshape(2, -1)  # Flatten of the NHWC map
-    layer = loc.MappedLayer("classifier.0", (60,), flatten_hwc=(3, 4, 5))
-    got = loc.to_torch_layout(keras_flat, layer, "NHWC")
+    layer = matching.MappedLayer("classifier.0", (60,), flatten_hwc=(3, 4, 5))
+    got = matching.to_torch_layout(keras_flat, layer, "NHWC")
     assert np.array_equal(got, torch.flatten(torch.from_numpy(nchw), 1).numpy())
-    assert np.array_equal(loc.to_torch_layout(nchw, loc.MappedLayer("m", (5, 3, 4)), "NCHW"),
-                          nchw)
+    assert np.array_equal(
+        matching.to_torch_layout(nchw, matching.MappedLayer("m", (5, 3, 4)), "NCHW"), nchw)
 
 
 @ALEXNET_ONLY
@@ -203,7 +204,7 @@ def test_alexnet_flatten_dropout_is_compared_in_torch_order(built: Twins) -> Non
     """AlexNet's classifier.0 is a Dropout on the flattened map."""
     found = loc.localise_models(built.torch_model, built.keras_model, built.x)
     errors = {e.name: e.max_rel for e in found.layers}
-    assert errors["classifier.0"] <= loc.LAYER_RTOL  # would be O(1) in H,W,C order
+    assert errors["classifier.0"] <= lay.LAYER_RTOL  # would be O(1) in H,W,C order
 
 
 @pytest.mark.parametrize(
@@ -212,13 +213,13 @@ def test_alexnet_flatten_dropout_is_compared_in_torch_order(built: Twins) -> Non
      (["N", 3, "H", "W"], "NCHW"), (["N", "H", "W", 3], "NHWC")],
 )
 def test_onnx_input_layout(shape: list[Any], layout: str) -> None:
-    assert loc.onnx_input_layout(shape, (64, 80)) == layout
+    assert ort.onnx_input_layout(shape, (64, 80)) == layout
 
 
 def test_onnx_input_layout_refuses_other_shapes() -> None:
     from codenn_convert.errors import UsageError
 
     with pytest.raises(UsageError, match="fits neither"):
-        loc.onnx_input_layout(["N", 3, 32, 32], (64, 80))
+        ort.onnx_input_layout(["N", 3, 32, 32], (64, 80))
     with pytest.raises(UsageError, match="4-d"):
-        loc.onnx_input_layout(["N", 3], (64, 80))
+        ort.onnx_input_layout(["N", 3], (64, 80))

@@ -10,7 +10,8 @@ import pytest
 
 from codenn_convert.errors import OutputError, UsageError
 from codenn_convert.export import keras_onnx as onnx_keras
-from codenn_convert.export.keras_onnx import export_keras_onnx, write_onnx
+from codenn_convert.export.keras_onnx import export_keras_onnx
+from codenn_convert.export.onnx_writer import write_onnx
 from tests.conftest import max_rel
 
 H, W, CLASSES = 12, 10, 7

@@ -15,7 +15,8 @@ import pytest
 
 from codenn_convert import report as rep
 from codenn_convert.verification import ModelResult, verify
-from codenn_convert.verification.metrics import HIST_EDGES, compare
+from codenn_convert.verification.metrics import compare
+from codenn_convert.verification.results import HIST_EDGES
 from tests.conftest import write_faulty_alexnet
 
 SIZE = (64, 64)

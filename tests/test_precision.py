@@ -12,7 +12,10 @@ import onnx
 import pytest
 
 from codenn_convert.errors import UsageError
+from codenn_convert.export import calibration as calib
+from codenn_convert.export import metadata
 from codenn_convert.export import precision as prec
+from codenn_convert.verification import lossy
 from tests.conftest import run_cli
 
 MODEL, SIZE = "resnet18", (64, 64)
@@ -26,7 +29,7 @@ def _write_images(folder: Path, n: int) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(1)
     for i in range(n):
-        pixels = (prec.synthetic_images(1, (80, 96), seed=i)[0].transpose(1, 2, 0) * 50 + 120)
+        pixels = (calib.synthetic_images(1, (80, 96), seed=i)[0].transpose(1, 2, 0) * 50 + 120)
         pixels = np.clip(pixels + rng.normal(0, 5, pixels.shape), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image")
@@ -39,7 +42,7 @@ def exports(module_tmp: Path) -> dict[tuple[str, str], Path]:
     .npy batch, Keras's on a directory of images."""
     tmp = module_tmp
     npy = tmp / "calib.npy"
-    np.save(npy, prec.synthetic_images(NPY_SAMPLES, SIZE, seed=7))
+    np.save(npy, calib.synthetic_images(NPY_SAMPLES, SIZE, seed=7))
     calibration = {"torch": str(npy), "keras": str(_write_images(tmp / "images", 3))}
     files = {}
     for fw in FRAMEWORKS:
@@ -73,12 +76,12 @@ def test_interface_is_the_same_at_every_precision(
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].HasField("dim_value")  # dynamic N
     assert [d.dim_value for d in dims[1:]] == [3, *SIZE]
-    x = prec.synthetic_images(3, SIZE, seed=3)
+    x = calib.synthetic_images(3, SIZE, seed=3)
     for batch in (1, 3):
         y = _run(exports[fw, p], x[:batch])
         assert y.shape == (batch, 1000) and y.dtype == np.float32
         assert np.isfinite(y).all()
-    assert prec.read_metadata(exports[fw, p])[prec.META_PRECISION] == p
+    assert metadata.read_metadata(exports[fw, p])[metadata.META_PRECISION] == p
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -90,16 +93,16 @@ def test_size_ratios(exports: dict[tuple[str, str], Path], fw: str) -> None:
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_sqnr_against_fp32(exports: dict[tuple[str, str], Path], fw: str) -> None:
-    x = prec.synthetic_images(8, SIZE, seed=99)  # held out: not the calibration data
+    x = calib.synthetic_images(8, SIZE, seed=99)  # held out: not the calibration data
     ref = _run(exports[fw, "fp32"], x)
-    assert math.isinf(prec.lossy_metrics(ref, ref).sqnr_db)
+    assert math.isinf(lossy.lossy_metrics(ref, ref).sqnr_db)
     for p in ("fp16", "int8"):
-        m = prec.lossy_metrics(ref, _run(exports[fw, p], x))
+        m = lossy.lossy_metrics(ref, _run(exports[fw, p], x))
         assert set(m.to_dict()) == {"sqnr_db", "cosine", "top1", "top5", "finite"}
         assert m.finite and 0 < m.sqnr_db < 100 and 0.9 < m.cosine <= 1.0 + 1e-12
-        assert prec.DEFAULT_THRESHOLDS[p].passes(m), (p, m)
-    fp16 = prec.lossy_metrics(ref, _run(exports[fw, "fp16"], x))
-    int8 = prec.lossy_metrics(ref, _run(exports[fw, "int8"], x))
+        assert lossy.DEFAULT_THRESHOLDS[p].passes(m), (p, m)
+    fp16 = lossy.lossy_metrics(ref, _run(exports[fw, "fp16"], x))
+    int8 = lossy.lossy_metrics(ref, _run(exports[fw, "int8"], x))
     assert fp16.sqnr_db > 50 and fp16.top1 == 1.0
     assert int8.sqnr_db < fp16.sqnr_db - 15  # int8 loses far more than fp16
 
@@ -115,20 +118,20 @@ def test_detect_precision_ignores_metadata(
         del model.metadata_props[:]
         bare = tmp_path / f"bare.{p}.onnx"
         onnx.save(model, str(bare))
-        assert prec.read_metadata(bare) == {}
+        assert metadata.read_metadata(bare) == {}
         assert prec.detect_precision(bare) == p
 
 
 def test_int8_metadata_records_the_calibration(exports: dict[tuple[str, str], Path]) -> None:
-    meta = prec.read_metadata(exports["torch", "int8"])
-    assert meta[prec.META_PRECISION] == "int8"
-    assert meta[prec.META_CALIBRATION_METHOD] == "minmax"
-    assert meta[prec.META_CALIBRATION_SAMPLES] == str(NPY_SAMPLES)
-    assert meta[prec.META_CALIBRATION_DATA] == "npy:calib.npy"
-    meta = prec.read_metadata(exports["keras", "int8"])
-    assert meta[prec.META_CALIBRATION_SAMPLES] == "3"  # the .txt file is not an image
-    assert meta[prec.META_CALIBRATION_DATA].startswith("images:images/")
-    assert prec.META_CALIBRATION_METHOD not in prec.read_metadata(exports["torch", "fp16"])
+    meta = metadata.read_metadata(exports["torch", "int8"])
+    assert meta[metadata.META_PRECISION] == "int8"
+    assert meta[metadata.META_CALIBRATION_METHOD] == "minmax"
+    assert meta[metadata.META_CALIBRATION_SAMPLES] == str(NPY_SAMPLES)
+    assert meta[metadata.META_CALIBRATION_DATA] == "npy:calib.npy"
+    meta = metadata.read_metadata(exports["keras", "int8"])
+    assert meta[metadata.META_CALIBRATION_SAMPLES] == "3"  # the .txt file is not an image
+    assert meta[metadata.META_CALIBRATION_DATA].startswith("images:images/")
+    assert metadata.META_CALIBRATION_METHOD not in metadata.read_metadata(exports["torch", "fp16"])
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -201,10 +204,10 @@ def test_lossy_metrics_values() -> None:
     a = rng.standard_normal((4, 10))
     noise = rng.standard_normal((4, 10))
     noise *= math.sqrt(np.sum(a**2) / np.sum(noise**2) / 1e3)  # signal/noise energy = 1000
-    m = prec.lossy_metrics(a, a + noise)
+    m = lossy.lossy_metrics(a, a + noise)
     assert m.sqnr_db == pytest.approx(30.0, abs=1e-9)
     assert m.finite and 0.99 < m.cosine < 1.0
-    flipped = prec.lossy_metrics(a, -a)
+    flipped = lossy.lossy_metrics(a, -a)
     assert flipped.sqnr_db == pytest.approx(10 * math.log10(0.25))
     assert flipped.cosine == pytest.approx(-1.0)
     assert flipped.top1 == 0.0
@@ -212,19 +215,19 @@ def test_lossy_metrics_values() -> None:
     ref = np.arange(10.0)[None]
     other = ref.copy()
     other[0, 0], other[0, 5] = 100.0, -1.0
-    assert prec.lossy_metrics(ref, other).top5 == pytest.approx(0.8)
+    assert lossy.lossy_metrics(ref, other).top5 == pytest.approx(0.8)
     bad = a + noise
     bad[1, 2] = np.nan
-    m = prec.lossy_metrics(a, bad)
-    assert not m.finite and not prec.DEFAULT_THRESHOLDS["fp16"].passes(m)
+    m = lossy.lossy_metrics(a, bad)
+    assert not m.finite and not lossy.DEFAULT_THRESHOLDS["fp16"].passes(m)
     assert math.isfinite(m.sqnr_db)  # taken over the finite positions
 
 
 def test_synthetic_images_are_seeded_and_photo_like() -> None:
-    x = prec.synthetic_images(3, (40, 50), seed=5)
+    x = calib.synthetic_images(3, (40, 50), seed=5)
     assert x.shape == (3, 3, 40, 50) and x.dtype == np.float32
-    np.testing.assert_array_equal(x, prec.synthetic_images(3, (40, 50), seed=5))
-    assert not np.array_equal(x, prec.synthetic_images(3, (40, 50), seed=6))
+    np.testing.assert_array_equal(x, calib.synthetic_images(3, (40, 50), seed=5))
+    assert not np.array_equal(x, calib.synthetic_images(3, (40, 50), seed=6))
     # ImageNet-normalised pixels of [0, 1] images, and smooth: neighbours correlate.
     assert x.min() >= -2.2 and x.max() <= 2.7
     flat = x[:, :, :, :-1].ravel()
@@ -241,7 +244,7 @@ def test_check_precision() -> None:
 def test_external_data_writer_round_trips(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from codenn_convert.export.keras_onnx import write_onnx_external
+    from codenn_convert.export.onnx_writer import write_onnx_external
 
     rng = np.random.default_rng(0)
     tensors = [

@@ -15,7 +15,7 @@ import pytest
 
 from codenn_convert import report as rep
 from codenn_convert.verification import ModelResult, PairResult
-from codenn_convert.verification.localise import LayerError
+from codenn_convert.verification.layers import LayerError
 from tests.conftest import run_cli
 
 

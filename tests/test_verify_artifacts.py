@@ -18,7 +18,7 @@ from codenn_convert.export.onnx_export import export_onnx
 from codenn_convert.twins.init import realistic_state
 from codenn_convert.verification import verify, verify_inputs
 from codenn_convert.verification.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
-from codenn_convert.verification.localise import LAYER_RTOL
+from codenn_convert.verification.layers import LAYER_RTOL
 from tests.conftest import FAULT, run_cli, write_faulty_alexnet
 
 SIZE = (64, 64)

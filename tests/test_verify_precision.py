@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from codenn_convert import report as rep
-from codenn_convert.export.precision import DEFAULT_THRESHOLDS
-from codenn_convert.verification.localise import LayerError, sqnr_drop
+from codenn_convert.verification.layers import LayerError, sqnr_drop
+from codenn_convert.verification.lossy import DEFAULT_THRESHOLDS
 from tests.conftest import run_cli
 
 SIZE = ("--input-size", "64", "64")
@@ -196,7 +196,8 @@ def test_quantiser_nodes_belong_to_no_layer() -> None:
     carry another layer's scope: they must not make that layer's output the wrong tensor."""
     from onnx import TensorProto, helper
 
-    from codenn_convert.verification.localise import MappedLayer, find_layer_tensors
+    from codenn_convert.verification.matching import MappedLayer
+    from codenn_convert.verification.onnx_scopes import find_layer_tensors
 
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="A_1/Relu"),
@@ -220,7 +221,8 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
     import onnx
     from onnx import numpy_helper
 
-    from codenn_convert.export.precision import load_calibration, to_int8
+    from codenn_convert.export.calibration import load_calibration
+    from codenn_convert.export.precision import to_int8
 
     fp32 = tmp_path / "r18.onnx"
     _ok(run_cli("export", "resnet18", "-o", str(fp32), *SIZE))
@@ -248,7 +250,7 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
 def goldens(user_files: dict[str, Path], module_tmp: Path) -> dict[str, Path]:
     """``lossy``: recorded beside the user's int8 file (image-like inputs); ``mixed``: a
     float32 run on N(0,1) noise plus an image-like ``.npy`` batch."""
-    from codenn_convert.export.precision import synthetic_images
+    from codenn_convert.export.calibration import synthetic_images
 
     lossy, mixed, npy = (module_tmp / n for n in ("lossy.npz", "mixed.npz", "imgs.npy"))
     _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",

@@ -10,27 +10,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from codenn_convert.checkpoints import targets
+from codenn_convert.checkpoints.atomic import atomic_output, ensure_writable
+from codenn_convert.checkpoints.filters import unwrap_checkpoint
 from codenn_convert.errors import (
     CheckpointError,
-    CodennError,
-    OutputError,
     UsageError,
-    disk_full,
 )
 
 Format = Literal["pt", "safetensors", "keras"]
@@ -62,72 +57,6 @@ def layout_of(path: str | os.PathLike[str]) -> Layout:
     return "keras" if checkpoint_format(path) == "keras" else "torch"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def ensure_writable(path: str | os.PathLike[str]) -> Path:
-    """Fail early, before any work, if ``path`` cannot be created or replaced; the path
-    written (a symlink's target; ``-`` and pipes/devices as given, see :mod:`targets`)."""
-    if targets.is_stream(path):
-        if not targets.is_stdout(path) and not os.access(path, os.W_OK):
-            raise OutputError(f"cannot write {path}: permission denied")
-        return Path(path)
-    dst = targets.resolve(path)
-    parent = dst.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
-    if dst.is_dir():
-        raise OutputError(f"cannot write {dst}: it is a directory")
-    targets.check_replaceable(dst)
-    return dst
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
-
-    A failure leaves any existing file at ``path`` untouched and removes the temporary file.
-    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``). ``-``, a
-    FIFO or a device is written in place, and a symlink's target is replaced (the link kept):
-    :mod:`codenn_convert.targets`.
-    """
-    dst = ensure_writable(path)
-    if targets.is_stream(dst):
-        with targets.stream_output(dst) as tmp:
-            yield tmp
-        return
-    parent = dst.parent
-    suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
-    # The name says who made it: a file left by `kill -9` (nothing can catch it) is ours.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".codenn-partial.{dst.stem}.", suffix=".tmp" + suffix,
-                                    dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        # mkstemp creates 0600; give the file the mode a plain open() would (or keep the
-        # mode of the file it replaces), so outputs stay readable by the user's tools.
-        os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
-        try:
-            os.replace(tmp, dst)
-        except PermissionError as exc:  # e.g. made immutable while we worked
-            raise targets.replace_failed(exc, dst) from None
-    except BaseException as exc:
-        # Measured before the partial file goes. An interrupt stays an interrupt, and our
-        # own errors already say what is wrong.
-        ours = isinstance(exc, CodennError) or not isinstance(exc, Exception)
-        full = None if ours else disk_full(exc, parent)
-        tmp.unlink(missing_ok=True)
-        if full is not None:
-            raise full from exc
-        raise
-
-
 def _require_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -137,8 +66,6 @@ def _unwrap(obj: Any, path: Path, notes: list[str]) -> dict[str, Any]:
     """The state_dict of a bare one or of a training checkpoint (``{"state_dict": ...}``,
     ``{"model": ...}``, EMA...): see
     :func:`codenn_convert.checkpoints.filters.unwrap_checkpoint`."""
-    from codenn_convert.checkpoints.filters import unwrap_checkpoint
-
     state = unwrap_checkpoint(obj, notes)
     if not state:
         raise CheckpointError(f"{path} does not hold a state_dict (found {type(obj).__name__})")

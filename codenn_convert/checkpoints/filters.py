@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.interface import NUM_BATCHES_TRACKED
+
 TorchState = dict[str, np.ndarray]
 log = logging.getLogger("codenn_convert.notes")
 
@@ -36,7 +38,6 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Source dtypes that widen to float32 exactly, and all the ones accepted besides float32.
 EXACT_DTYPES = ("float16", "bfloat16")
 SOURCE_DTYPES = (*EXACT_DTYPES, "float64")
-NUM_BATCHES_TRACKED = ".num_batches_tracked"
 
 
 def note(notes: list[str], message: str) -> None:
@@ -61,8 +62,8 @@ class FilterContext:
 
     def matches(self, keys: Collection[str]) -> bool:
         """True if ``keys`` are exactly one candidate's (``num_batches_tracked`` optional)."""
-        own = frozenset(k for k in keys if not k.endswith(NUM_BATCHES_TRACKED))
-        return any(own == {k for k in c if not k.endswith(NUM_BATCHES_TRACKED)}
+        own = frozenset(k for k in keys if not k.endswith("." + NUM_BATCHES_TRACKED))
+        return any(own == {k for k in c if not k.endswith("." + NUM_BATCHES_TRACKED)}
                    for c in self.candidates)
 
 

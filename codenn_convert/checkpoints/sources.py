@@ -33,7 +33,9 @@ import numpy as np
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters
 from codenn_convert.errors import UsageError
-from codenn_convert.registry import _resolve, get_spec
+from codenn_convert.interface import NUM_BATCHES_TRACKED
+from codenn_convert.registry import _resolve, get_model, get_spec
+from codenn_convert.twins.rules import RULES, LayerPlan, torch_rule
 
 TorchState = dict[str, np.ndarray]
 KerasWeights = dict[str, list[np.ndarray]]
@@ -96,19 +98,30 @@ def read_source_dtypes(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=128)
-def _meta_shapes(name: str, options: tuple[tuple[str, Any], ...]) -> Shapes:
+def _meta_twin(name: str, options: tuple[tuple[str, Any], ...]) -> tuple[Shapes, dict[str, str]]:
+    """The torch twin built on the meta device (structure only, no memory): its keys and
+    shapes, and the layer rule of each weighted module by path."""
     import torch
-
-    from codenn_convert.registry import get_model
 
     with torch.device("meta"):
         model = get_model(name, "torch", **dict(options))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    kinds = {path: rule.name for path, module in model.named_modules()
+             if (rule := torch_rule(path, module, required=False)) is not None}
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, kinds
 
 
 def expected_shapes(name: str, options: Mapping[str, Any]) -> Shapes:
     """The torch twin's keys and shapes for ``options`` (built on the meta device)."""
-    return _meta_shapes(name, tuple(sorted(options.items())))
+    return _meta_twin(name, tuple(sorted(options.items())))[0]
+
+
+def layer_kinds(name: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """The twin's weighted modules (paths) and their layer rules, for ``options`` and every
+    value of its inferable flags (a layer only one variant has, e.g. an aux head, counts)."""
+    kinds: dict[str, str] = {}
+    for variant in _variants(name, options):
+        kinds.update(_meta_twin(name, tuple(sorted(variant.items())))[1])
+    return kinds
 
 
 def default_options(name: str) -> dict[str, Any]:
@@ -125,28 +138,31 @@ def _free_options(name: str) -> list[str]:
     return [k for k in default_options(name) if k not in fixed]
 
 
-def keras_shapes_as_torch(weights: Mapping[str, list[np.ndarray]]) -> Shapes:
-    """Torch keys and shapes of Keras weights, by the mapper's rules, without a model:
-    4-D kernel = conv, 2-D kernel = dense, four vectors = BatchNorm."""
+def keras_shapes_as_torch(name: str, weights: Mapping[str, list[np.ndarray]],
+                          explicit: Mapping[str, Any]) -> Shapes:
+    """Torch keys and shapes of Keras weights (named after the twin's layers). Each layer's
+    rule is the one of the twin's module at that path, built on the meta device: never
+    guessed from array ranks (a depthwise kernel looks like a conv's). A layer the twin lacks,
+    or whose variables its rule cannot read, keeps ``<layer>.variable<i>`` keys, which then
+    show as unexpected."""
+    kinds = layer_kinds(name, explicit)
     out: Shapes = {}
     for layer, arrays in weights.items():
-        shapes = [tuple(np.shape(a)) for a in arrays]
-        if shapes and len(shapes[0]) == 4:
-            kh, kw, i, o = shapes[0]
-            names, shapes = ("weight", "bias"), [(o, i, kh, kw), *shapes[1:]]
-        elif shapes and len(shapes[0]) == 2:
-            names, shapes = ("weight", "bias"), [shapes[0][::-1], *shapes[1:]]
-        elif len(shapes) == 4 and all(len(s) == 1 for s in shapes):
-            names = ("weight", "bias", "running_mean", "running_var")
-        else:
-            names = tuple(f"variable{i}" for i in range(len(shapes)))
-        out.update({f"{layer}.{n}": s for n, s in zip(names, shapes, strict=False)})
+        shapes = tuple(tuple(int(d) for d in np.shape(a)) for a in arrays)
+        rule = RULES.get(kinds.get(layer, ""))
+        try:
+            named = rule.torch_shapes(LayerPlan(layer, rule.name, shapes)) if rule else None
+        except (ValueError, IndexError):  # a variable count or rank the rule cannot read
+            named = None
+        if named is None:
+            named = [(f"variable{i}", s) for i, s in enumerate(shapes)]
+        out.update({f"{layer}.{suffix}": tuple(s) for suffix, s in named})
     return out
 
 
 def mismatches(expected: Shapes, found: Shapes) -> list[str]:
     """Missing keys, unexpected keys and wrong shapes (``num_batches_tracked`` optional)."""
-    nbt = filters.NUM_BATCHES_TRACKED
+    nbt = "." + NUM_BATCHES_TRACKED
     missing = [f"missing {k}" for k in expected if k not in found and not k.endswith(nbt)]
     unexpected = [f"unexpected {k}" for k in found if k not in expected]
     shapes = [f"{k} is {found[k]}, expected {s}" for k, s in expected.items()
@@ -218,11 +234,15 @@ def infer_options(
     return {**dict(explicit), **inferred}, inferred
 
 
-def _candidates(name: str, explicit: Mapping[str, Any]) -> tuple[frozenset[str], ...]:
+def _variants(name: str, explicit: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``explicit`` without inferable options, and with each inferable flag on and off."""
     base = {k: v for k, v in explicit.items() if k not in INFERABLE}
     flags = [k for k in _free_options(name) if isinstance(default_options(name)[k], bool)]
-    variants = [base] + [{**base, k: v} for k in flags for v in (True, False)]
-    return tuple(frozenset(expected_shapes(name, v)) for v in variants)
+    return [base] + [{**base, k: v} for k in flags for v in (True, False)]
+
+
+def _candidates(name: str, explicit: Mapping[str, Any]) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(expected_shapes(name, v)) for v in _variants(name, explicit))
 
 
 def filtered_for(name: str, raw: RawCheckpoint, explicit: Mapping[str, Any], notes: list[str]
@@ -237,7 +257,7 @@ def filtered_for(name: str, raw: RawCheckpoint, explicit: Mapping[str, Any], not
                 filters.note(notes, f"renamed {len(weights)} foreign Keras layers to "
                                     f"{name}'s layer names")
                 weights = renamed
-        return None, weights, keras_shapes_as_torch(weights)
+        return None, weights, keras_shapes_as_torch(name, weights, explicit)
     ctx = filters.FilterContext(candidates=_candidates(name, explicit), notes=notes)
     steps = (*filters.DEFAULT_FILTERS, *(_resolve(f) for f in spec.torch_filters))
     state = filters.apply_filters(dict(raw.torch_state or {}), steps, ctx)

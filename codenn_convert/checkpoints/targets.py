@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from codenn_convert.errors import OutputError, disk_full
+from codenn_convert.errors import OutputError
 
 #: The path that means standard output (``--json -``).
 STDOUT = "-"
@@ -115,6 +115,8 @@ def stream_output(dst: str | os.PathLike[str]) -> Iterator[Path]:
                 with open(dst, "wb") as out:
                     shutil.copyfileobj(src, out)
     except OSError as exc:
+        from codenn_convert.checkpoints.atomic import disk_full
+
         full = disk_full(exc, tmp.parent)
         if full is not None:
             raise full from exc

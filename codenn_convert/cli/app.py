@@ -7,24 +7,50 @@ that need them, so ``codenn --help`` and ``codenn list`` stay instant.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
-import re
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Column, Table
+from rich.table import Table
 
-from codenn_convert.errors import CodennError, disk_full
+from codenn_convert.checkpoints.atomic import disk_full
+from codenn_convert.cli.options import (
+    AllowNonfinite,
+    Batch,
+    InputSize,
+    JsonPath,
+    MinCosine,
+    MinSqnr,
+    MinTop1,
+    MinTop5,
+    NpyInputs,
+    OnnxFiles,
+    Options,
+    Photos,
+    Precisions,
+    Rtol,
+    Runtimes,
+    Seed,
+    lossy_floors,
+    parse_runtimes,
+    split_list,
+)
+from codenn_convert.cli.output import (
+    check_outputs,
+    err,
+    one_line,
+    out,
+    print_error,
+    print_notes,
+    print_result,
+    progress,
+)
+from codenn_convert.errors import CodennError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,86 +62,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Rich assumes 80 columns when not on a terminal; CI logs are wider, and numbers must not be
-# truncated there.
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
 _STATE = {"debug": False}
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: Exit code of an unexpected failure (0 ok, 1 parity failure, 2 bad input).
 INTERNAL_ERROR = 3
-
-Options = Annotated[
-    list[str] | None,
-    typer.Option("--option", metavar="KEY=VALUE",
-                 help="Builder option for both twins, e.g. transform_input=true; repeatable."),
-]
-AllowNonfinite = Annotated[
-    bool,
-    typer.Option("--allow-nonfinite", help="Go on with NaN/Inf weights (to move a broken "
-                 "file for debugging); refused by default."),
-]
-InputSize = Annotated[
-    tuple[int, int] | None,
-    typer.Option("--input-size", metavar="H W", help="Spatial input size (default: model's)."),
-]
-
-JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
-Rtol = Annotated[float | None, typer.Option(
-    "--rtol", help="Tolerance on max rel error (default: the model's or golden file's, 1e-5 "
-    "for float32).")]
-# Options of verify (and of report, where they make sense), declared once.
-Batch = Annotated[int, typer.Option("--batch", min=1, help="Batch size.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of inputs and random weights.")]
-OnnxFiles = Annotated[list[Path] | None, typer.Option(
-    "--onnx", metavar="FILE.onnx",
-    help="ONNX file (NCHW or NHWC input) to compare too, as runtime onnx:<file name>; "
-    "repeatable.")]
-Photos = Annotated[list[Path] | None, typer.Option(
-    "--image", metavar="PHOTO",
-    help="Also check on this photo (ImageNet pre-processing); repeatable.")]
-NpyInputs = Annotated[list[Path] | None, typer.Option(
-    "--inputs", metavar="FILE.npy",
-    help="Also check on this float32 NCHW batch [N, 3, H, W] (H, W set the input size); "
-    "repeatable.")]
-Runtimes = Annotated[str | None, typer.Option(
-    "--runtimes", metavar="LIST",
-    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")]
-Precisions = Annotated[list[str] | None, typer.Option(
-    "--precision", metavar="fp16|int8",
-    help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "
-    "judged by lossy criteria and per-layer SQNR; repeatable or comma-separated.")]
-
-# Floors of lossy (fp16/int8) pairs, for verify and check alike.
-MinSqnr = Annotated[float | None, typer.Option(
-    "--min-sqnr", metavar="DB", help="Lossy pairs: lowest SQNR of the logits in dB "
-    "(default per precision).")]
-MinCosine = Annotated[float | None, typer.Option(
-    "--min-cosine", help="Lossy pairs: lowest cosine similarity.")]
-MinTop1 = Annotated[float | None, typer.Option(
-    "--min-top1", help="Lossy pairs: lowest top-1 agreement (fraction of samples).")]
-MinTop5 = Annotated[float | None, typer.Option(
-    "--min-top5", help="Lossy pairs: lowest mean top-5 overlap.")]
-
-
-def _floors(min_sqnr: float | None, min_cosine: float | None, min_top1: float | None,
-            min_top5: float | None) -> dict[str, float]:
-    """The lossy floors given on the command line, as LossyThresholds overrides."""
-    given = {"min_sqnr_db": min_sqnr, "min_cosine": min_cosine, "min_top1": min_top1,
-             "min_top5": min_top5}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def _quiet_frameworks() -> None:
     # TF's C++ start-up chatter would bury our one-line messages.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-
-def _one_line(text: str) -> str:
-    """A message's first line, whole, without terminal escapes (logs are often pipes)."""
-    text = _ANSI.sub("", str(text)).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def handled(fn: F) -> F:
@@ -132,53 +87,26 @@ def handled(fn: F) -> F:
         except CodennError as exc:
             if _STATE["debug"]:
                 raise
-            _error(f"error: {_one_line(str(exc))}")
+            print_error(f"error: {one_line(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _error("interrupted; no partial output was left")
+            print_error("interrupted; no partial output was left")
             raise typer.Exit(130) from None
         except Terminated:
-            _error("terminated; no partial output was left")
+            print_error("terminated; no partial output was left")
             raise typer.Exit(128 + signal.SIGTERM) from None
         except Exception as exc:  # MemoryError included: it is a bug if our checks let it by
             if _STATE["debug"]:
                 raise
             full = disk_full(exc)  # a full disk, wherever a library hit it, is not our bug
             if full is not None:
-                _error(f"error: {full}")
+                print_error(f"error: {full}")
                 raise typer.Exit(full.exit_code) from None
-            _error(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with "
+            print_error(f"internal error: {type(exc).__name__}: {one_line(str(exc))} (run with "
                    f"--debug for the traceback)")
             raise typer.Exit(INTERNAL_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _error(message: str) -> None:
-    err.print(message, highlight=False, markup=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def _progress(title: str) -> Iterator[Callable[[str], None]]:
-    """Yield ``say(stage)``. On a terminal, a spinner shows the current stage; in a log (CI),
-    each finished stage is one plain line with its elapsed time, so the log shows where the
-    time went."""
-    if err.is_terminal:
-        with err.status(title) as status:
-            yield lambda msg: status.update(msg)
-        return
-    start = time.perf_counter()
-    stage = [title, start]
-
-    def say(msg: str) -> None:
-        now = time.perf_counter()
-        if stage[0] != title or now - stage[1] >= 0.05:  # the title alone is no stage
-            _error(f"{stage[0]}: {now - stage[1]:.1f} s")
-        stage[:] = [msg, now]
-
-    yield say
-    now = time.perf_counter()
-    _error(f"{stage[0]}: {now - stage[1]:.1f} s (total {now - start:.1f} s)")
 
 
 class Terminated(BaseException):
@@ -209,23 +137,7 @@ def _main(
 
     _STATE["debug"] = debug
     quiet(not debug)  # third-party warnings only with --debug
-    _print_notes()
-
-
-class _NoteHandler(logging.Handler):
-    """Library notes (``stripped prefix 'module.' from 320 keys``) as ``note:`` lines."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"note: {record.getMessage()}", highlight=False, markup=False,
-                  soft_wrap=True)
-
-
-def _print_notes() -> None:
-    logger = logging.getLogger("codenn_convert.notes")
-    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
-        logger.addHandler(_NoteHandler())
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    print_notes()
 
 
 @app.command("list")
@@ -267,7 +179,7 @@ def convert(
             f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
     options = parse_options(model, option or []) if model else _raw_options(option or [])
-    with _progress(f"converting {src} -> {dst}"):
+    with progress(f"converting {src} -> {dst}"):
         res = convert_checkpoint(model, Path(src), Path(dst), options=options,
                                  allow_nonfinite=allow_nonfinite)
     out.print(f"wrote {res.dst} ({res.model}, {res.dst_layout} layout, {res.tensors} tensors) "
@@ -326,7 +238,7 @@ def export(
     from codenn_convert.registry import parse_options
 
     options = parse_options(model, option or [])
-    with _progress(f"exporting {model} ({framework}) to {output}"):
+    with progress(f"exporting {model} ({framework}) to {output}"):
         path = export_onnx(model, framework, output, weights=weights,  # type: ignore[arg-type]
                            input_size=input_size, opset=opset, seed=seed, options=options,
                            allow_nonfinite=allow_nonfinite,
@@ -334,123 +246,12 @@ def export(
     out.print(f"wrote {path}", highlight=False)
 
 
-#: Columns a narrow terminal drops first, whole, so that no number is ever cut.
-_DROPPABLE = ("top-5", "cosine", "top-1", "max abs", "tolerance")
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _result_table(result: Any) -> Table:
-    """The pairs of one result as a table as wide as the console allows: low-value columns
-    are dropped whole, never truncated. The divergent layer joins the status when it fits
-    (the line under the table names it either way)."""
-    inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
-    rows = [{"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
-             "max rel": _fmt(p.max_rel, ".2e"), "tolerance": _fmt(p.tolerance, ".2e"),
-             "cosine": _fmt(p.cosine, ".6f"),
-             "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
-             "status": "pass" if p.passed else "FAIL",
-             "at": (f" ({p.lossy.precision} criteria)" if p.lossy is not None else "")
-             + (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
-             + (f" ({p.farther} farther from float64)" if p.farther else "")}
-            for p in result.pairs]
-    headers = ["pair", "max abs", "max rel", "tolerance", "cosine", "top-1", "top-5", "status"]
-    width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
-    drop = list(_DROPPABLE)
-
-    def needed() -> int:  # 3 per column: padding and the gap between columns
-        return sum(width[h] + 3 for h in headers) + 1
-
-    while needed() > out.width and drop:
-        headers.remove(drop.pop(0))
-    at_width = max([width["status"]] + [len(r["status"] + r["at"]) for r in rows])
-    with_layer = needed() - width["status"] + at_width <= out.width
-    table = Table(*(Column(h, no_wrap=True) for h in headers), box=box.SIMPLE_HEAD,
-                  title=f"{result.model} {'x'.join(map(str, result.input_shape))}{inputs}")
-    for row in rows:
-        colour = "green" if row["status"] == "pass" else "red"
-        row["status"] = f"[{colour}]{row['status']}[/]" + (row["at"] if with_layer else "")
-        table.add_row(*(row[h] for h in headers))
-    return table
-
-
-def _print_result(result: Any, *, show_layers: bool = False) -> None:
-    table = _result_table(result)
-    out.print(table)
-    if result.error_vs_float64:
-        out.print("error vs float64: " + ", ".join(
-            f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
-    if result.float32_floor is not None:
-        tol = max([p.tolerance for p in result.pairs if p.tolerance is not None] + [result.rtol])
-        out.print(f"float32 floor {result.float32_floor:.2e} (the reference's own distance to "
-                  f"float64): float32 pairs pass at max rel <= {tol:.2e} (max of rtol "
-                  f"{result.rtol:g} and {result.floor_factor:g} x floor)", highlight=False)
-    for p in result.pairs:
-        if p.lossy is not None:
-            out.print(_lossy_line(p), highlight=False)
-        elif p.layers and (show_layers or not p.passed):
-            worst = max(p.layers, key=lambda e: e.max_rel)
-            where = p.first_divergent_layer or "none"
-            out.print(f"{p.a} vs {p.b}: {len(p.layers)} layers compared, first divergent "
-                      f"layer: {where}, largest layer error {worst.max_rel:.2e} at "
-                      f"{worst.name}", highlight=False)
-        elif not p.passed and not p.layers:
-            out.print(f"{p.a} vs {p.b}: no layer of this pair could be compared",
-                      highlight=False)
-    if not result.passed and (result.nonfinite_outputs or result.nonfinite_weights
-                              or result.error):
-        err.print(f"{result.model}: {result.reason}", markup=False, highlight=False)
-
-
-def _lossy_line(p: Any) -> str:
-    """One line on a lossy pair: its criteria against their floors, and where the per-layer
-    SQNR says the precision is lost."""
-    m, floor = p.lossy, p.lossy.thresholds
-    line = (f"{p.a} vs {p.b} ({m.precision}): SQNR {m.sqnr_db:.1f} dB (min "
-            f"{floor['min_sqnr_db']:g}), cosine {m.cosine:.6f} (min {floor['min_cosine']:g}), "
-            f"top-1 {m.top1:.2f} (min {floor['min_top1']:g}), top-5 {m.top5:.2f} (min "
-            f"{floor['min_top5']:g}): {'pass' if m.passed else 'FAIL'}")
-    if p.layers:
-        line += f"; {len(p.layers)} layers, SQNR falls most at {m.precision_lost_at}"
-        line += f" ({m.sqnr_drop_db:.1f} dB)" if m.sqnr_drop_db is not None else ""
-        line += f", first layer below {m.layer_min_sqnr_db:g} dB: " + (
-            p.first_divergent_layer or "none")
-    return line
-
-
-def _runtimes(value: str | None) -> tuple[str, ...]:
-    from codenn_convert.verification.run import RUNTIMES
-
-    return RUNTIMES if value is None else tuple(r.strip() for r in value.split(",") if r.strip())
-
-
-def _list(values: list[str] | None) -> tuple[str, ...]:
-    """Repeatable options that also take comma-separated lists, flattened."""
-    return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
-
-
-def _check_outputs(json_path: Path | None, *, keep_onnx: Path | None = None) -> None:
-    """Output paths checked before any work; with ``--json -`` the JSON is standard output,
-    so the human-readable table goes to stderr instead."""
-    from codenn_convert.checkpoints.files import ensure_writable
-    from codenn_convert.checkpoints.targets import check_directory, is_stdout
-
-    if keep_onnx is not None:
-        check_directory(keep_onnx, "--keep-onnx")
-    if json_path is not None:
-        ensure_writable(json_path)
-        if is_stdout(json_path):
-            out.file = sys.stderr
-
-
 def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = False) -> None:
     """Print each result, write the JSON report, exit 0 (all passed) or 1."""
     from codenn_convert import report as rep
 
     for result in results:
-        _print_result(result, show_layers=show_layers)
+        print_result(result, show_layers=show_layers)
     data = rep.build_report(results)
     if json_path is not None:
         rep.write_json(data, json_path)
@@ -496,18 +297,19 @@ def verify(
     runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
     top-k against their floors, with per-layer SQNR."""
     from codenn_convert.registry import parse_options
-    from codenn_convert.verification.run import VerifyOptions, verify_inputs
+    from codenn_convert.verification.options import VerifyOptions
+    from codenn_convert.verification.run import verify_inputs
 
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
         onnx=onnx or (), batch=batch, seed=seed, input_size=input_size,
-        runtimes=_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
+        runtimes=parse_runtimes(runtimes), rtol=rtol, layers=layers, images=image or (),
         inputs=inputs or (), options=parse_options(model, option or []), work_dir=keep_onnx,
-        save_golden=save_golden, precisions=_list(precision),
-        thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5))
+        save_golden=save_golden, precisions=split_list(precision),
+        thresholds=lossy_floors(min_sqnr, min_cosine, min_top1, min_top5))
     config.check()
-    _check_outputs(json_path, keep_onnx=keep_onnx)
-    with _progress(f"verifying {model}") as say:
+    check_outputs(json_path, keep_onnx=keep_onnx)
+    with progress(f"verifying {model}") as say:
         results = verify_inputs(model, config, progress=say)
     if save_golden is not None and not all(r.passed for r in results):
         err.print(f"golden file not written: {model} failed verification", highlight=False)
@@ -532,9 +334,9 @@ def check(
     precision's floors, as verify judges it."""
     from codenn_convert.verification.golden import check_onnx
 
-    _check_outputs(json_path)
-    _finish(check_onnx(onnx_file, golden, rtol=rtol,
-                       thresholds=_floors(min_sqnr, min_cosine, min_top1, min_top5)), json_path)
+    check_outputs(json_path)
+    floors = lossy_floors(min_sqnr, min_cosine, min_top1, min_top5)
+    _finish(check_onnx(onnx_file, golden, rtol=rtol, thresholds=floors), json_path)
 
 
 @app.command()
@@ -558,7 +360,7 @@ def report(
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
     from codenn_convert.checkpoints.targets import check_directory
-    from codenn_convert.verification.run import VerifyOptions
+    from codenn_convert.verification.options import VerifyOptions
 
     if all_models and (models or from_json):
         raise CodennError("give model names, --all or --from-json FILES, not two of them")
@@ -568,7 +370,7 @@ def report(
     if from_json:
         data = rep.merge_reports(models or [])
     else:
-        config = VerifyOptions(batch=batch, seed=seed, precisions=_list(precision),
+        config = VerifyOptions(batch=batch, seed=seed, precisions=split_list(precision),
                                layers=[("torch", "keras")] if layers else False)
         config.check()
         data = rep.build_report(_verify_set(models, all_models, config))
@@ -587,10 +389,10 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
     finished = [0]
 
     def done(result: Any) -> None:
-        _print_result(result)
+        print_result(result)
         finished[0] += 1
 
-    with _progress(f"parity of {len(names)} models") as say:
+    with progress(f"parity of {len(names)} models") as say:
         return verify_many(names, config, on_result=done, progress=lambda msg: say(
             f"[{min(finished[0] + 1, len(names))}/{len(names)}] {msg}"))
 
@@ -600,7 +402,7 @@ def main() -> None:
     from codenn_convert.cli.usage import run
 
     signal.signal(signal.SIGTERM, _on_sigterm)
-    run(app, "codenn", _error, _one_line)
+    run(app, "codenn", print_error, one_line)
 
 
 if __name__ == "__main__":

@@ -21,29 +21,23 @@ Here tf2onnx never sees the big tensors:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from codenn_convert.checkpoints.files import atomic_output
-from codenn_convert.errors import OutputError, UsageError
-from codenn_convert.export.precision import META_PRECISION, set_metadata
+from codenn_convert.checkpoints.atomic import atomic_output
+from codenn_convert.errors import UsageError
+from codenn_convert.export.metadata import META_PRECISION, set_metadata
+from codenn_convert.export.onnx_writer import write_onnx, write_onnx_external
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
+from codenn_convert.twins.build import inference_view
 
-#: ONNX names of the exported input and output (the torch export uses the same ones).
-#: Symbolic batch dimension of both.
+#: Symbolic batch dimension of the input and the output.
 BATCH_DIM = "N"
 #: Variables at least this large are fed as graph inputs even when they are vectors.
 FEED_MIN_BYTES = 1 << 20
-#: protobuf cannot parse a message of 2 GiB or more; larger models need external data.
-PROTOBUF_LIMIT = (1 << 31) - 1
-
-# ONNX protobuf field numbers (onnx.proto), for the streaming writer.
-_MODEL_GRAPH = 7
-_GRAPH_INITIALIZER = 5
-_TENSOR_RAW_DATA = 9
 
 
 def export_keras_onnx(
@@ -70,8 +64,6 @@ def export_keras_onnx(
 
 def _prepare(model: Any, opset: int) -> tuple[Any, list[tuple[str, np.ndarray]]]:
     """The checked weight-free ModelProto and the kernels to stream into it."""
-    from codenn_convert.twins.build import inference_view
-
     onnx_model, weights = _convert_weight_free(inference_view(model), opset)
     tensors = _bind_and_fold(onnx_model, weights)
     del weights
@@ -227,23 +219,7 @@ def _bind_and_fold(
     del kept
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
 
-    # Each kernel that ends up in the file once takes its Keras variable path as its name
-    # (unless another tensor already uses that name).
-    taken = {n for node in graph.node for n in node.output} | set(small) | set(big)
-    finals: dict[str, list[str]] = {}
-    for name in big:
-        if name in used and name in origin:
-            finals.setdefault(origin[name], []).append(name)
-    renames = {}
-    for feed, names in finals.items():
-        var_path = weights[feed][0]
-        if len(names) == 1 and var_path not in taken:
-            renames[names[0]] = var_path
-            taken.add(var_path)
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name in renames:
-                node.input[k] = renames[name]
+    renames = _rename_kernels(graph, weights, big, origin, used, set(small))
 
     inputs = [i for i in graph.input if i.name not in weights]
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [
@@ -265,6 +241,30 @@ def _bind_and_fold(
     return [(renames.get(name, name), a) for name, a in big.items() if name in used]
 
 
+def _rename_kernels(graph: Any, weights: dict[str, tuple[str, np.ndarray]],
+                    big: dict[str, np.ndarray], origin: dict[str, str], used: set[str],
+                    small: set[str]) -> dict[str, str]:
+    """Each kernel that ends up in the file once takes its Keras variable path as its name
+    (unless another tensor already uses that name); the graph's nodes are renamed to match.
+    Returns ``{old name: new name}``."""
+    taken = {n for node in graph.node for n in node.output} | small | set(big)
+    finals: dict[str, list[str]] = {}
+    for name in big:
+        if name in used and name in origin:
+            finals.setdefault(origin[name], []).append(name)
+    renames = {}
+    for feed, names in finals.items():
+        var_path = weights[feed][0]
+        if len(names) == 1 and var_path not in taken:
+            renames[names[0]] = var_path
+            taken.add(var_path)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renames:
+                node.input[k] = renames[name]
+    return renames
+
+
 def _name_batch_dim(graph: Any) -> None:
     """Give the input's and output's batch dimension one symbolic name."""
     for value in (*graph.input, *graph.output):
@@ -273,88 +273,3 @@ def _name_batch_dim(graph: Any) -> None:
         dim.dim_param = BATCH_DIM
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field_header(field: int, length: int) -> bytes:
-    """Tag and length of a length-delimited protobuf field."""
-    return _varint(field << 3 | 2) + _varint(length)
-
-
-def write_onnx(
-    path: str | os.PathLike[str], model: Any, tensors: Iterable[tuple[str, np.ndarray]]
-) -> None:
-    """Write ``model`` plus ``tensors`` as raw-data initializers, without copying the arrays.
-
-    The graph and the model are serialised without those initializers; each initializer is
-    then encoded by hand as a TensorProto header followed by the array's own buffer. Parsers
-    read fields in any order, so the file is a regular ModelProto (``onnx.load`` reads it
-    exactly as if ``numpy_helper.from_array`` had built the initializers).
-    """
-    from onnx import TensorProto, helper
-
-    encoded: list[tuple[bytes, np.ndarray]] = []
-    for name, array in tensors:
-        header = TensorProto(
-            name=name, dims=array.shape,
-            data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
-        ).SerializeToString()
-        tensor = header + _field_header(_TENSOR_RAW_DATA, array.nbytes)
-        encoded.append((_field_header(_GRAPH_INITIALIZER, len(tensor) + array.nbytes) + tensor,
-                        array))
-    graph = model.graph.SerializeToString()
-    graph_len = len(graph) + sum(len(h) + a.nbytes for h, a in encoded)
-    rest = type(model)()
-    rest.CopyFrom(model)
-    rest.ClearField("graph")
-    head = rest.SerializeToString() + _field_header(_MODEL_GRAPH, graph_len) + graph
-    total = len(head) - len(graph) + graph_len
-    if total > PROTOBUF_LIMIT:
-        raise OutputError(
-            f"cannot write {path}: the model needs {total / 2**30:.2f} GiB, "
-            f"over protobuf's 2 GiB limit for one ONNX file"
-        )
-    with open(path, "wb") as f:
-        f.write(head)
-        for header, array in encoded:
-            f.write(header)
-            # ONNX raw data is C-order little-endian. A contiguous array is written from its
-            # own buffer; a view (a folded transpose) is copied here, one tensor at a time.
-            data = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
-            f.write(memoryview(data.reshape(-1)).cast("B"))
-            del data
-
-
-def write_onnx_external(
-    path: str | os.PathLike[str], model: Any, tensors: Iterable[tuple[str, np.ndarray]]
-) -> None:
-    """Write ``model`` with ``tensors`` as external data in ``<path>.data``, one at a time."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    path = Path(path)
-    location = path.name + ".data"
-    with open(path.parent / location, "wb") as f:
-        for name, array in tensors:
-            offset = f.tell()
-            data = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
-            f.write(memoryview(data.reshape(-1)).cast("B"))
-            tensor = TensorProto(name=name, dims=array.shape,
-                                 data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
-                                 data_location=TensorProto.EXTERNAL)
-            for key, value in (("location", location), ("offset", str(offset)),
-                               ("length", str(array.nbytes))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-            model.graph.initializer.append(tensor)
-            del data
-    onnx.save(model, str(path))

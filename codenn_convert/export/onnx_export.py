@@ -23,11 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoints.files import atomic_output
-from codenn_convert.errors import UsageError
-from codenn_convert.export.precision import META_PRECISION, check_precision, convert_precision
+from codenn_convert import errors
+from codenn_convert.checkpoints.atomic import atomic_output, disk_full, ensure_writable
+from codenn_convert.checkpoints.files import refuse_nonfinite
+from codenn_convert.checkpoints.sources import read_source
+from codenn_convert.errors import CodennError, UsageError
+from codenn_convert.export.calibration import load_calibration
+from codenn_convert.export.keras_onnx import export_keras_onnx
+from codenn_convert.export.metadata import META_PRECISION
+from codenn_convert.export.precision import check_precision, convert_precision
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 from codenn_convert.registry import Framework
+from codenn_convert.twins import build as twins
+from codenn_convert.twins.init import realistic_state
 
 __all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_keras_model", "export_onnx",
            "export_torch_onnx"]
@@ -78,8 +86,6 @@ def export_keras_model(
     external_data: bool = False,
 ) -> Path:
     """Export a Keras twin through tf2onnx (low-memory path)."""
-    from codenn_convert.export.keras_onnx import export_keras_onnx
-
     return export_keras_onnx(model, path, opset=opset, external_data=external_data)
 
 
@@ -106,10 +112,6 @@ def export_onnx(
     synthetic images (a stand-in for real data, see :func:`precision.synthetic_images`).
     Weights with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
-    from codenn_convert.checkpoints.files import ensure_writable
-    from codenn_convert.export.precision import load_calibration
-    from codenn_convert.twins import build as twins
-
     size = twins.default_input_size(model, input_size)
     if framework not in ("torch", "keras"):
         raise UsageError(f"unknown framework {framework!r}; use torch or keras")
@@ -144,7 +146,6 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
     import subprocess
     import sys
 
-    from codenn_convert import errors
 
     request = json.dumps({**asdict(job), "weights": None if job.weights is None else
                           str(job.weights), "output": str(output)})
@@ -162,7 +163,7 @@ def _export_fp32_in_child(job: _Fp32Job, output: Path) -> Path:
             raise AttributeError(reply["error"])
     except (IndexError, ValueError, KeyError, AttributeError):
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        full = errors.disk_full(tail[0], output.parent)
+        full = disk_full(tail[0], output.parent)
         if full is not None:
             raise full from None
         raise RuntimeError(f"float32 export failed: {tail[0]}") from None
@@ -174,7 +175,6 @@ def _child_main() -> None:
     import json
     import sys
 
-    from codenn_convert.errors import CodennError
 
     request = json.loads(sys.stdin.read())
     output = request.pop("output")
@@ -204,11 +204,6 @@ def _export_fp32(
     job: _Fp32Job, output: str | os.PathLike[str], *, external_data: bool = False
 ) -> Path:
     """Build the twin with its weights and export it at float32; the twin dies on return."""
-    from codenn_convert.checkpoints.files import refuse_nonfinite
-    from codenn_convert.checkpoints.sources import read_source
-    from codenn_convert.twins import build as twins
-    from codenn_convert.twins.init import realistic_state
-
     size = job.input_size
     # A checkpoint may determine options (num_classes, aux_logits): read it before building.
     source = read_source(job.model, job.weights, job.options) if job.weights else None

@@ -1,75 +1,30 @@
 """Render verification results. Formatting only: nothing here runs a model.
 
 The one report object is ``{"environment": {...}, "models": [ModelResult.to_dict(), ...]}``
-(schema: ``report.schema.json`` beside this module, documented in README.md). Every form is a
-rendering of it: ``parity.json``, ``parity.md`` (short, for a CI job summary),
-``parity.html`` (one self-contained page: pass/fail table, per-layer error plots,
-environment) and ``junit.xml`` (one test case per model x pair, so CI shows failures).
+(:mod:`codenn_convert.report.files` builds it; schema: ``report.schema.json`` beside this
+module, documented in docs/). Every form is a rendering of it: ``parity.json``,
+``parity.md`` (short, for a CI job summary), ``parity.html`` (one self-contained page from
+``template.html.j2``: pass/fail table, per-layer error plots, environment)
+and ``junit.xml`` (one test case per model x pair, so CI shows failures).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import html
 import importlib.metadata
 import importlib.resources
 import io
 import json
 import math
-import os
-import platform
-import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from codenn_convert.checkpoints.files import atomic_output
-from codenn_convert.verification.run import NORMAL_INPUTS, ModelResult
-
-SCHEMA_FILE = "report.schema.json"
-#: The four report files, in the order they are written.
-REPORT_FILES = ("parity.json", "parity.md", "parity.html", "junit.xml")
-
-_PACKAGES = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "numpy")
-_DISTS = {"tensorflow": ("tensorflow-cpu", "tensorflow")}
-
-
-def _version(pkg: str) -> str | None:
-    for dist in _DISTS.get(pkg, (pkg,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def environment() -> dict[str, Any]:
-    """Versions, CPU and time; read from package metadata, so no framework is imported."""
-    return {
-        "python": platform.python_version(),
-        **{pkg: _version(pkg) for pkg in _PACKAGES},
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def build_report(results: Sequence[ModelResult]) -> dict[str, Any]:
-    """The single report object every format renders."""
-    return {"environment": environment(), "models": [r.to_dict() for r in results]}
+from codenn_convert.verification.inputs import NORMAL_INPUTS
 
 
 def report_passed(report: dict[str, Any]) -> bool:
     return all(m["passed"] for m in report["models"]) and bool(report["models"])
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema of the report object (package data)."""
-    text = importlib.resources.files("codenn_convert.report").joinpath(SCHEMA_FILE).read_text()
-    return json.loads(text)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -107,16 +62,16 @@ def _oracle(m: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in (m.get("error_vs_float64") or {}).items())
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them. Containers
     without one are returned as they are, not copied (a report read from a large shard)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
-        changed = {k: new for k, v in obj.items() if (new := _json_safe(v)) is not v}
+        changed = {k: new for k, v in obj.items() if (new := json_safe(v)) is not v}
         return {**obj, **changed} if changed else obj
     if isinstance(obj, list | tuple):
-        items = [_json_safe(v) for v in obj]
+        items = [json_safe(v) for v in obj]
         same = all(new is old for new, old in zip(items, obj, strict=True))
         return obj if same and isinstance(obj, list) else items
     return obj
@@ -124,7 +79,7 @@ def _json_safe(obj: Any) -> Any:
 
 def to_json(report: dict[str, Any]) -> str:
     """Strict JSON (``allow_nan=False``) of the report."""
-    return json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
 
 
 def _model_label(m: dict[str, Any]) -> str:
@@ -242,96 +197,8 @@ def _lossy_markdown(report: dict[str, Any]) -> list[str]:
 #: Below this a relative error is drawn at this value (a log axis has no zero).
 _PLOT_FLOOR = 1e-10
 
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>codenn-convert parity: {{ 'PASS' if passed else 'FAIL' }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-size: 90%; }
-th { background: #f3f3f3; } td.name { text-align: left; }
-td.pass { background: #d9f2d9; } td.fail { background: #f8d0d0; font-weight: bold; }
-td.error { background: #f8d0d0; text-align: left; } td.none { background: #f7f7f7; }
-.status-pass { color: #1a7f1a; } .status-fail { color: #b00; }
-figure { margin: 1em 0 2em; } img { max-width: 100%; }
-.spark { font-family: monospace; letter-spacing: -1px; color: #555; }
-code { background: #f3f3f3; padding: 0 3px; }
-</style></head><body>
-<h1>codenn-convert parity: <span class="status-{{ 'pass' if passed else 'fail' }}">
-{{- 'PASS' if passed else 'FAIL' }}</span></h1>
-<p>Each cell is max |a &minus; b| / max |a| of the logits, <code>a</code> the reference
-(the earlier runtime); a float32 pair passes at &le; max(rtol ({{ rtols }}), k &times; the
-checkpoint's float32 floor), its tolerance in the hover text. Hover a cell for details.</p>
-<table id="parity">
-<thead><tr><th>model</th><th>input</th>
-{%- for pair in pair_names %}<th>{{ pair }}</th>{% endfor %}</tr></thead>
-<tbody>
-{%- for m in models %}
-<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
-{%- if m.error %}<td class="error" colspan="{{ pair_names|length }}">ERROR: {{ m.error }}</td>
-{%- else %}{% for pair in pair_names %}{% set p = m.pairs.get(pair) %}
-{%- if p %}<td class="{{ 'pass' if p.passed else 'fail' }}" title="{{ p.title }}">
-{{- p.max_rel }}{% if p.first_divergent_layer %}<br><small>at {{ p.first_divergent_layer }}
-</small>{% endif %}{% if p.farther %}<br><small>{{ p.farther }} farther from float64</small>
-{%- endif %}{% if p.lossy %}<br><small>{{ p.lossy.precision }}: SQNR {{ p.sqnr }} dB
-</small>{% endif %}<br><span class="spark" title="|a-b|/max|a| per decade, 0 .. 1e-10 .. 1 .. inf">
-{{- p.spark }}</span></td>
-{%- else %}<td class="none">&ndash;</td>{% endif %}{% endfor %}{% endif %}</tr>
-{%- endfor %}
-</tbody></table>
-<p>Under each number: the distribution of |a &minus; b| / max |a| over all logits, one bar per
-decade from 1e-10 (left) to &ge; 1 (right), log-scaled heights.</p>
-<h2>Distance to float64</h2>
-<p>max |x &minus; exact| / max |exact| per runtime, <code>exact</code> the torch twin run in
-float64 with the same weights. Rounding leaves every runtime near it; a semantic fault puts
-one side far from it (named in a failing pair as the farther side).</p>
-<p>The reference's own distance (torch, or the golden logits) is the checkpoint's
-<b>float32 floor</b>: what float32 rounding costs on these weights. A badly conditioned net
-(untrained, say) raises it for every runtime alike, so a float32 pair passes at
-max(rtol, k &times; floor); a semantic fault still puts one side far beyond it.</p>
-<table id="oracle"><thead><tr><th>model</th><th>input</th><th>error vs float64</th>
-<th>float32 floor</th><th>reason</th></tr></thead><tbody>
-{%- for m in models %}<tr><td class="name">{{ m.label }}</td><td>{{ m.shape }}</td>
-<td class="name">{{ m.oracle or '&ndash;'|safe }}</td>
-<td class="name" title="{{ m.floor_note or '' }}">{{ m.floor }}</td>
-<td class="name">{{ m.reason or '' }}</td></tr>{% endfor %}
-</tbody></table>
-<h2>Per-layer relative error</h2>
-<p>Every mapped layer (named by its torch module path) compared in topological order,
-max |a &minus; b| / max |a| of that layer's output; the dashed line is the per-layer
-tolerance. Error grows through depth with float32 rounding; a semantic fault jumps at the
-layer that has it. Exact zeros are drawn at 1e-10, infinite errors (a shape or NaN/Inf
-mismatch) at the top.</p>
-{%- for m in models %}{% if m.plot %}
-<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
-{%- for p in m.layer_pairs %}; {{ p.a }} vs {{ p.b }}: {{ p.count }} layers, first divergent:
-{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
-<img alt="per-layer relative error of {{ m.label }}" src="data:image/png;base64,{{ m.plot }}">
-</figure>
-{%- endif %}{% endfor %}
-{%- if not any_plot %}<p>No float32 per-layer comparison in this report.</p>{% endif %}
-{%- if any_sqnr %}
-<h2>Per-layer SQNR of lossy pairs</h2>
-<p>A pair with an fp16 or int8 side is judged by lossy criteria (the cell's hover text),
-not by the float32 tolerance. Per mapped layer: SQNR = 10 log10(&Sigma;a&sup2; /
-&Sigma;(a &minus; b)&sup2;) in dB, higher is better; the dashed line is the pair's per-layer
-floor (the logits' floor less a margin: rounding noise is larger inside the network).
-Rounding noise lowers it gradually; where it falls most is where the precision is lost, and
-a fault (a wrong weight) drops it below zero at the layer that has it.</p>
-{%- for m in models %}{% if m.sqnr_plot %}
-<figure class="plot"><figcaption><b>{{ m.label }}</b> {{ m.shape }}
-{%- for p in m.lossy_pairs %}; {{ p.a }} vs {{ p.b }} ({{ p.lossy.precision }}): SQNR falls
-most at {{ p.lossy.precision_lost_at or 'none' }}, first layer below the floor:
-{{ p.first_divergent_layer or 'none' }}{% endfor %}</figcaption>
-<img alt="per-layer SQNR of {{ m.label }}" src="data:image/png;base64,{{ m.sqnr_plot }}">
-</figure>
-{%- endif %}{% endfor %}{% endif %}
-<h2>Environment</h2>
-<table id="environment">{% for k, v in environment.items() %}
-<tr><th>{{ k }}</th><td class="name">{{ v if v is not none else 'not installed' }}</td></tr>
-{%- endfor %}</table>
-</body></html>
-"""
+#: The page template (Jinja2), package data beside this module.
+TEMPLATE_FILE = "template.html.j2"
 
 
 def _layer_plot(m: dict[str, Any]) -> str | None:
@@ -424,12 +291,12 @@ def _layer_axes_png(fig: Any, ax: Any, names: list[str], *, ylabel: str, legend:
 
 def to_html(report: dict[str, Any]) -> str:
     """One self-contained page: pass/fail table, per-layer plots, environment."""
-    template, context = _html(report)
+    template, context = html_page(report)
     return template.render(**context)
 
 
-def _html(report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The page's template and what it renders (streamed to a file by write_reports)."""
+def html_page(report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The page's template and what it renders (streamed to a file by ``write_reports``)."""
     import jinja2
 
     pair_names: list[str] = []
@@ -466,7 +333,8 @@ def _html(report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         })
     rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_HTML), dict(
+    template = importlib.resources.files("codenn_convert.report").joinpath(TEMPLATE_FILE)
+    return env.from_string(template.read_text(encoding="utf-8")), dict(
         passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
         any_plot=any(m["plot"] for m in models), any_sqnr=any(m["sqnr_plot"] for m in models),
         environment=report["environment"])
@@ -513,7 +381,7 @@ def to_junit(report: dict[str, Any]) -> str:
                     f"max_abs: {_fmt(p['max_abs'])}", f"max_rel: {_fmt(p['max_rel'])}",
                     f"cosine: {_fmt(p['cosine'], '.8f')}", f"top1: {_fmt(p['top1'], '.3f')}",
                     f"top5: {_fmt(p['top5'], '.3f')}", f"first_divergent_layer: {where}",
-                    *([f"lossy: {json.dumps(_json_safe(p['lossy']))}"] if p.get("lossy") else []),
+                    *([f"lossy: {json.dumps(json_safe(p['lossy']))}"] if p.get("lossy") else []),
                     f"error_vs_float64: {_oracle(m)}",
                     f"float32_floor: {_fmt(m.get('float32_floor'))}",
                     f"tolerance: {_fmt(p.get('tolerance'))}", f"reason: {m.get('reason')}",
@@ -564,34 +432,3 @@ def _lossy_failure(p: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- files
 
-
-def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """The JSON form, streamed to the file (no second copy of a large report in memory)."""
-    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        json.dump(_json_safe(report), f, indent=2, allow_nan=False)
-        f.write("\n")
-    return Path(path)
-
-
-def write_reports(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write every report form under ``out_dir`` (each file atomically)."""
-    from codenn_convert.checkpoints.targets import check_directory
-
-    out = check_directory(out_dir, "report directory")
-    out.mkdir(parents=True, exist_ok=True)
-    renders = {"parity.md": to_markdown, "junit.xml": to_junit}
-    written = [write_json(report, out / "parity.json")]
-    for name, render in renders.items():
-        text = render(report)
-        with atomic_output(out / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        written.append(out / name)
-    template, context = _html(report)  # streamed: the page of a large report is never a str
-    with atomic_output(out / "parity.html") as tmp:
-        template.stream(**context).dump(str(tmp), encoding="utf-8")
-    written.insert(2, out / "parity.html")
-    return written
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience: re-render a JSON report
-    print(to_markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -128,7 +128,7 @@ def _shared(v: Any, shared: dict[tuple[Any, ...], list[Any]]) -> Any:
 
 def read_json_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A ``verify --json`` / ``parity.json`` file, checked to be a report; one-line errors."""
-    from codenn_convert.report.render import schema
+    from codenn_convert.report.files import schema
 
     path = Path(path)
     if path.is_dir():

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints.sources import read_source
+from codenn_convert.interface import NUM_BATCHES_TRACKED
 from codenn_convert.registry import get_model, get_spec
 from codenn_convert.twins import mapper
 
@@ -43,8 +45,6 @@ def load_state(
     precision, keras.applications names, inferred options). ``keras_model`` (a built Keras twin)
     supplies the layer plan; one is built with the resolved options if missing.
     """
-    from codenn_convert.checkpoints.sources import read_source
-
     source = read_source(name, path, options)
     kmodel = keras_model if keras_model is not None else get_model(
         name, "keras", **source.options)
@@ -73,7 +73,7 @@ def torch_twin(name: str, state: TorchState, **kwargs: Any) -> Any:
     tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     own = model.state_dict()
     for key in own.keys() - tensors.keys():
-        if key.endswith(".num_batches_tracked"):  # old checkpoints lack it; torch allows that
+        if key.endswith("." + NUM_BATCHES_TRACKED):  # old checkpoints lack it; torch allows that
             tensors[key] = torch.zeros((), dtype=torch.int64)
     model.load_state_dict(tensors, strict=True)
     return model.eval()

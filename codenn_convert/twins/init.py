@@ -3,8 +3,9 @@
 Unit-variance random weights hide layout bugs behind exploding or vanishing activations, and
 identity BatchNorm statistics hide BatchNorm bugs altogether. So:
 
-* conv / linear weights are He-scaled (std = sqrt(2 / fan_in)), biases small but non-zero;
-* BatchNorm gamma in [0.5, 1.5], beta ~ N(0, 0.2);
+* each layer type's rule (:mod:`codenn_convert.twins.rules`) initialises its own weights:
+  conv / linear He-scaled (std = sqrt(2 / fan_in)), biases small but non-zero; BatchNorm
+  gamma in [0.5, 1.5], beta ~ N(0, 0.2); a weighted module without a rule is an error;
 * running statistics are *calibrated*: one forward pass in training mode on a seeded batch
   sets them to the real activation statistics (mean != 0, var != 1), so deep nets stay
   well-scaled, as trained ones are;
@@ -15,28 +16,39 @@ identity BatchNorm statistics hide BatchNorm bugs altogether. So:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from codenn_convert.registry import _resolve, get_spec
+from codenn_convert.registry import _resolve, get_model, get_spec
+from codenn_convert.twins.rules import LayerRule, torch_rule
+
+
+def _weighted_modules(model: Any) -> list[tuple[str, Any, LayerRule]]:
+    """Every module holding parameters or buffers of its own, with its layer rule; a module
+    without a rule is a one-line error naming its path and type (it would keep torch's
+    default initialisation silently)."""
+    found = []
+    for path, module in model.named_modules():
+        if next(module.parameters(recurse=False), None) is None and next(
+                module.buffers(recurse=False), None) is None:
+            continue
+        found.append((path, module, torch_rule(path, module)))
+    return found
 
 
 def _init_module(model: Any, gen: Any) -> None:
     import torch
-    from torch import nn
 
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
-                if m.bias is not None:
-                    m.bias.normal_(0.0, 0.05, generator=gen)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0.0, 0.2, generator=gen)
+        for _, module, rule in _weighted_modules(model):
+            if rule.init is not None:
+                rule.init(module, gen)
+
+
+def _running_stats(model: Any) -> list[Any]:
+    """The modules whose rule keeps running statistics (BatchNorm)."""
+    return [m for _, m, rule in _weighted_modules(model) if rule.running_stats]
 
 
 def positive_batchnorm_shift(model: Any, gen: Any) -> None:
@@ -50,20 +62,17 @@ def positive_batchnorm_shift(model: Any, gen: Any) -> None:
     and 2.3e-6), so a real semantic bug still stands out by orders of magnitude.
     """
     import torch
-    from torch import nn
 
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                ratio = torch.empty_like(m.bias).uniform_(0.5, 1.5, generator=gen)
-                m.bias.copy_(m.weight * ratio)
+        for m in _running_stats(model):
+            ratio = torch.empty_like(m.bias).uniform_(0.5, 1.5, generator=gen)
+            m.bias.copy_(m.weight * ratio)
 
 
 def _calibrate_batchnorm(model: Any, gen: Any, input_size: tuple[int, int]) -> None:
     import torch
-    from torch import nn
 
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns = _running_stats(model)
     if not bns:
         return
     model.eval()
@@ -84,7 +93,6 @@ def realistic_model(name: str, seed: int = 0, **builder_kwargs: Any) -> Any:
     """The torch twin of ``name`` in eval mode, with seeded, realistically scaled weights."""
     import torch
 
-    from codenn_convert.registry import get_model
 
     spec = get_spec(name)
     model = get_model(name, "torch", **builder_kwargs)

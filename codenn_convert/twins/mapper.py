@@ -4,9 +4,10 @@ The map is derived by rule, never written out per model:
 
 * Keras layer names *are* torch module paths (``layer1.0.conv1``), so a Keras layer named
   ``N`` owns the torch keys ``N.weight``, ``N.bias`` and, for BatchNorm, the running stats.
-* The layer's Keras class picks one rule from :data:`RULES` (conv, dense, batchnorm); a Dense
-  fed straight by a ``Flatten`` of a spatial map gets the first-dense-after-flatten rule,
-  which reorders torch's C,H,W flattening into Keras's H,W,C.
+* The layer's type picks its rule from the registry of :mod:`codenn_convert.twins.rules`
+  (conv, dense, batchnorm, ...); a Dense fed straight by a ``Flatten`` of a spatial map gets
+  the first-dense-after-flatten rule, which reorders torch's C,H,W flattening into Keras's
+  H,W,C.
 
 Every rule is a pure permutation/reshape, so a round trip is bit-identical.
 All arrays here are numpy; torch-layout dicts map key -> array.
@@ -14,162 +15,45 @@ All arrays here are numpy; torch-layout dicts map key -> array.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, key_mismatch, shape_mismatch
+from codenn_convert.interface import NUM_BATCHES_TRACKED
+from codenn_convert.twins.graph import KerasGraph
+from codenn_convert.twins.rules import RULES, LayerPlan, keras_rule
+
+__all__ = ["RULES", "KerasWeights", "LayerPlan", "TorchState", "check_keras_weights",
+           "check_torch_state", "expected_torch_state", "get_keras_weights", "keras_to_torch",
+           "plan_keras_model", "set_keras_weights", "torch_to_keras"]
 
 TorchState = dict[str, np.ndarray]
 KerasWeights = dict[str, list[np.ndarray]]
 
-NUM_BATCHES_TRACKED = "num_batches_tracked"
-
-
-def torch_path(keras_name: str) -> str:
-    """The torch module path of a Keras layer. Our twins use the path itself as the name."""
-    return keras_name
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """One weighted Keras layer and how its variables map to torch keys."""
-
-    name: str  # Keras layer name
-    kind: str  # key of RULES
-    keras_shapes: tuple[tuple[int, ...], ...]
-    flatten_hwc: tuple[int, int, int] | None = None  # only for "dense_after_flatten"
-
-    @property
-    def prefix(self) -> str:
-        return torch_path(self.name)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """How one layer type maps. ``torch_shapes`` lists (suffix, shape) in Keras variable order."""
-
-    torch_shapes: Callable[[LayerPlan], list[tuple[str, tuple[int, ...]]]]
-    to_keras: Callable[[LayerPlan, list[np.ndarray]], list[np.ndarray]]
-    to_torch: Callable[[LayerPlan, list[np.ndarray]], list[np.ndarray]]
-    extra_keys: tuple[str, ...] = ()  # torch-only buffers (BatchNorm's num_batches_tracked)
-
-
-def _conv_shapes(p: LayerPlan) -> list[tuple[str, tuple[int, ...]]]:
-    kh, kw, i, o = p.keras_shapes[0]
-    out = [("weight", (o, i, kh, kw))]
-    return out + [("bias", p.keras_shapes[1])] if len(p.keras_shapes) > 1 else out
-
-
-def _conv_to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.ascontiguousarray(ws[0].transpose(2, 3, 1, 0)), *ws[1:]]  # OIHW -> HWIO
-
-
-def _conv_to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.ascontiguousarray(ws[0].transpose(3, 2, 0, 1)), *ws[1:]]  # HWIO -> OIHW
-
-
-def _dense_shapes(p: LayerPlan) -> list[tuple[str, tuple[int, ...]]]:
-    i, o = p.keras_shapes[0]
-    out = [("weight", (o, i))]
-    return out + [("bias", p.keras_shapes[1])] if len(p.keras_shapes) > 1 else out
-
-
-def _dense_to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.ascontiguousarray(ws[0].T), *ws[1:]]
-
-
-def _dense_to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.ascontiguousarray(ws[0].T), *ws[1:]]
-
-
-def _flat_dense_to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    h, w, c = p.flatten_hwc  # type: ignore[misc]
-    out = ws[0].shape[0]
-    # torch columns run over (C, H, W); Keras rows over (H, W, C).
-    kernel = ws[0].reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
-    return [np.ascontiguousarray(kernel), *ws[1:]]
-
-
-def _flat_dense_to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    h, w, c = p.flatten_hwc  # type: ignore[misc]
-    out = ws[0].shape[1]
-    weight = ws[0].reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)
-    return [np.ascontiguousarray(weight), *ws[1:]]
-
-
-def _bn_shapes(p: LayerPlan) -> list[tuple[str, tuple[int, ...]]]:
-    names = ("weight", "bias", "running_mean", "running_var")
-    return list(zip(names, p.keras_shapes, strict=True))
-
-
-def _identity(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
-    # gamma/beta/moving_mean/moving_variance are weight/bias/running_mean/running_var as-is.
-    return list(ws)
-
-
-RULES: dict[str, Rule] = {
-    "conv": Rule(_conv_shapes, _conv_to_keras, _conv_to_torch),
-    "dense": Rule(_dense_shapes, _dense_to_keras, _dense_to_torch),
-    "dense_after_flatten": Rule(_dense_shapes, _flat_dense_to_keras, _flat_dense_to_torch),
-    "batchnorm": Rule(_bn_shapes, _identity, _identity, extra_keys=(NUM_BATCHES_TRACKED,)),
-}
-
-# Keras class name -> rule name. Explicit, like onnx2torch's converter registry.
-KERAS_LAYER_KINDS: dict[str, str] = {
-    "Conv2D": "conv",
-    "Dense": "dense",
-    "BatchNormalization": "batchnorm",
-}
-
-
-def hwc_flatten_of(op: Any) -> tuple[int, int, int] | None:
-    """(H, W, C) if ``op``'s output is a Flatten of an H,W,C map (H*W > 1).
-
-    Element-wise, weightless layers after the Flatten (Dropout, ReLU) do not change the
-    order, so the walk back passes through them.
-    """
-    while type(op).__name__ != "Flatten":
-        nodes = getattr(op, "_inbound_nodes", [])
-        if op.weights or not nodes or len(nodes[0].input_tensors) != 1:
-            return None
-        if tuple(op.input.shape) != tuple(op.output.shape):
-            return None
-        op = nodes[0].input_tensors[0]._keras_history.operation
-    shape = tuple(op.input.shape[1:])
-    if len(shape) != 3 or shape[0] * shape[1] == 1:
-        return None  # a 1x1 map flattens identically in both orders
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
-
-
-def _flatten_source(layer: Any) -> tuple[int, int, int] | None:
-    """(H, W, C) if ``layer`` is fed by a Flatten of an H,W,C map: the CHW->HWC rule."""
-    node = layer._inbound_nodes[0]
-    if len(node.input_tensors) != 1:
-        return None
-    return hwc_flatten_of(node.input_tensors[0]._keras_history.operation)
-
 
 def plan_keras_model(model: Any) -> list[LayerPlan]:
-    """Derive the layer plan of a functional Keras model from its layers' types and names."""
+    """Derive the layer plan of a functional Keras model from its layers' types and names.
+
+    Each weighted layer's type picks its rule (:mod:`codenn_convert.twins.rules`; none is a
+    one-line error naming the layer); a layer fed by a Flatten of a spatial map takes its
+    rule's ``after_flatten`` variant (the first dense after a flatten).
+    """
+    graph: KerasGraph | None = None
     plan = []
     for layer in model.layers:
         if not layer.weights:
             continue
-        cls = type(layer).__name__
-        kind = KERAS_LAYER_KINDS.get(cls)
-        if kind is None:
-            raise CheckpointError(
-                f"no weight-mapping rule for Keras layer {layer.name!r} of type {cls}; "
-                f"known types: {', '.join(KERAS_LAYER_KINDS)}"
-            )
-        hwc = _flatten_source(layer) if kind == "dense" else None
+        rule = keras_rule(layer)
+        hwc = None
+        if rule.after_flatten is not None:
+            graph = graph or KerasGraph(model)
+            hwc = graph.fed_by_flatten(layer.name)
         plan.append(
             LayerPlan(
                 name=layer.name,
-                kind="dense_after_flatten" if hwc else kind,
+                kind=rule.after_flatten if hwc else rule.name,  # type: ignore[arg-type]
                 keras_shapes=tuple(tuple(int(d) for d in v.shape) for v in layer.weights),
                 flatten_hwc=hwc,
             )

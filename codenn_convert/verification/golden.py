@@ -23,8 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.verification import npyfile
+from codenn_convert.verification.engine import compare_runners, fill_results
+from codenn_convert.verification.environment import environment
+from codenn_convert.verification.inputs import NORMAL_INPUTS
+from codenn_convert.verification.lossy import check_thresholds
+from codenn_convert.verification.metrics import judge_pair
+from codenn_convert.verification.results import ModelResult
+from codenn_convert.verification.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
 
 FORMAT = "codenn-golden"
 VERSION = 1
@@ -59,9 +67,6 @@ class Golden:
 
 def save_golden(path: str | os.PathLike[str], golden: Golden) -> Path:
     """Write ``golden`` to ``path`` atomically (an ``.npz`` of plain arrays)."""
-    from codenn_convert.checkpoints.files import atomic_output
-    from codenn_convert.report.render import environment
-
     meta = {"format": FORMAT, "version": VERSION, "model": golden.model,
             "labels": golden.labels, "rtol": golden.rtol, "options": golden.options,
             "seed": golden.seed, "input_layout": INPUT_LAYOUT,
@@ -203,10 +208,6 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     is held to ``rtol``; an fp16/int8 one (detected from its graph) to that precision's
     floors, with ``thresholds`` overriding them, as ``codenn verify`` judges it.
     """
-    from codenn_convert.export.precision import check_thresholds
-    from codenn_convert.verification.run import ModelResult, compare_runners, fill_results
-    from codenn_convert.verification.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
-
     if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
         raise UsageError(f"rtol must be a positive finite number, got {rtol}")
     check_thresholds(thresholds or {})
@@ -223,8 +224,6 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
                for label, x, _, _ in inputs]
 
     def judge(a: str, b: str, ya: np.ndarray, yb: np.ndarray) -> Any:
-        from codenn_convert.verification.metrics import judge_pair
-
         return judge_pair(a, b, ya, yb, precision=onnx.precision, rtol=tol,
                           overrides=thresholds)
 
@@ -244,8 +243,6 @@ def _judged_inputs(golden: Golden, precision: str, path: Path
     int8 ranges are calibrated on image-like data, and N(0,1) noise overflows them, so the
     verifier never judges int8 on it (:func:`codenn_convert.verification.run._lossy_inputs`).
     """
-    from codenn_convert.verification.inputs import NORMAL_INPUTS
-
     stored = list(zip(golden.labels, golden.inputs, golden.reference, golden.exact,
                       strict=True))
     if precision != "int8":

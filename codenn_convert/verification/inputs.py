@@ -6,8 +6,7 @@
 * the user's own batches in ``.npy`` files, ``npy:<file name>``: float32 ``[N, 3, H, W]``,
   whose H, W set the input size.
 
-A ``.npy`` file is data only: its header is checked (dtype, shape) before any data is read,
-and it is loaded with ``allow_pickle=False``.
+A ``.npy`` file is read by :mod:`codenn_convert.checkpoints.npy` (header first, no pickles).
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from codenn_convert.checkpoints.npy import load_npy, npy_header
 from codenn_convert.errors import UsageError
-from codenn_convert.verification import npyfile
+from codenn_convert.verification.images import load_image
 
 #: The ``inputs`` label of the seeded batch; photos are ``image:<file name>``.
 NORMAL_INPUTS = "normal(0,1)"
@@ -33,32 +33,6 @@ def seeded_batch(batch: int, input_size: tuple[int, int], seed: int) -> np.ndarr
     return rng.standard_normal((batch, 3, *input_size), dtype=np.float32)
 
 
-def npy_header(path: str | os.PathLike[str], what: str = "input file"
-               ) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a ``.npy`` file from its header alone; checked to be a float32
-    ``[N, 3, H, W]`` batch in C order whose data the file holds in full."""
-    return _checked_header(Path(path), what).shape, np.dtype(np.float32)
-
-
-def _checked_header(path: Path, what: str) -> npyfile.NpyHeader:
-    if path.is_dir():
-        raise UsageError(f"{what} {path} is a directory, not a .npy file")
-    if not path.is_file():
-        raise UsageError(f"{what} not found: {path}")
-    try:
-        with path.open("rb") as f:
-            h = npyfile.read_header(f)
-    except npyfile.NpyError as exc:
-        raise UsageError(f"{path} is not a .npy file: {exc}") from None
-    shape = h.shape
-    if h.dtype != np.float32 or len(shape) != 4 or shape[1] != 3 or shape[0] < 1 or h.fortran:
-        raise UsageError(f"{path}: expected a float32 NCHW batch [N, 3, H, W], found "
-                         f"{h.describe()}{' (Fortran order)' if h.fortran else ''}")
-    # The header's claim is checked against the file before any data is read (or allocated).
-    if path.stat().st_size != h.offset + h.nbytes:
-        raise UsageError(f"{path}: the file's size does not match its header's shape "
-                         f"{list(shape)} (truncated or damaged)")
-    return h
 
 
 def npy_input_size(files: Sequence[str | os.PathLike[str]],
@@ -79,28 +53,12 @@ def npy_input_size(files: Sequence[str | os.PathLike[str]],
     return size  # type: ignore[return-value]
 
 
-def load_npy(path: str | os.PathLike[str], what: str = "input file") -> np.ndarray:
-    """A checked float32 NCHW batch from a ``.npy`` file (header first, no pickles): the
-    one reader of ``--inputs`` and ``--calibration``."""
-    path = Path(path)
-    h = _checked_header(path, what)
-    try:
-        with path.open("rb") as f:
-            f.seek(h.offset)
-            x = npyfile.read_data(f, h)
-    except (npyfile.NpyError, OSError) as exc:
-        raise UsageError(f"{path}: cannot read: {str(exc)[:120]}") from None
-    if not np.isfinite(x).all():
-        raise UsageError(f"{path}: the data must be finite numbers (it holds NaN or Inf)")
-    return np.ascontiguousarray(x)
 
 
 def collect_inputs(*, normal: bool, batch: int, seed: int, size: tuple[int, int],
                    images: Sequence[str | os.PathLike[str]] = (),
                    npy: Sequence[str | os.PathLike[str]] = ()) -> list[Batch]:
     """Every input source as ``(label, NCHW batch)``, in order: seeded, photos, npy files."""
-    from codenn_convert.verification.images import load_image
-
     found: list[Batch] = [(NORMAL_INPUTS, seeded_batch(batch, size, seed))] if normal else []
     found += [(f"image:{Path(p).name}", load_image(p, size)) for p in images]
     found += [(f"npy:{Path(p).name}", load_npy(p)) for p in npy]

@@ -11,83 +11,20 @@ makes them meaningless (masking it out could show a perfect 1.0 for a broken out
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from codenn_convert.errors import UsageError
 from codenn_convert.verification.floor import degenerate, effective_rtol, farther
-from codenn_convert.verification.localise import LayerError
-
-#: Upper edges of the decade bins of ``|a - b| / max|a|``; a last, open bin holds >= 1.
-HIST_EDGES: tuple[float, ...] = tuple(float(f"1e{k}") for k in range(-10, 1))
+from codenn_convert.verification.layers import LAYER_SQNR_MARGIN_DB
+from codenn_convert.verification.lossy import floors, lossy_metrics
+from codenn_convert.verification.results import LossyResult, PairResult, histogram
 
 
 class OutputShapeError(UsageError, ValueError):
     """Two runtimes gave logits of different shapes (e.g. a file for another model)."""
-
-
-@dataclass
-class PairResult:
-    """Comparison of runtime ``b`` against reference runtime ``a``."""
-
-    a: str
-    b: str
-    max_abs: float | None
-    max_rel: float | None
-    cosine: float | None
-    top1: float | None
-    top5: float | None
-    passed: bool
-    nonfinite_match: bool = True
-    first_divergent_layer: str | None = None
-    layers: list[LayerError] = field(default_factory=list)
-    #: Runtimes of this pair whose outputs hold NaN or Inf.
-    nonfinite: list[str] = field(default_factory=list)
-    #: Counts of ``|a - b| / max|a|`` per bin; ``edges`` has one more entry than ``counts``.
-    histogram: dict[str, list[float]] = field(default_factory=lambda: histogram(np.empty(0)))
-    p99_rel: float | None = None
-    #: For a failing pair: the side farther from the float64 result (None if unknown).
-    farther: str | None = None
-    #: For a pair with a reduced-precision side: the lossy criteria that judge it.
-    lossy: LossyResult | None = None
-    #: Runtimes of this pair whose logits are constant for a sample (all zero, say): no
-    #: evidence of agreement, so the pair fails (:func:`.floor.degenerate`).
-    degenerate: list[str] = field(default_factory=list)
-    #: The tolerance this float32 pair was judged at: max(rtol, k x the checkpoint's float32
-    #: floor) (:mod:`.floor`); None for lossy pairs (judged by their floors).
-    tolerance: float | None = None
-
-
-@dataclass
-class LossyResult:
-    """A lossy pair judged by lossy criteria (``passed``), ``b`` the fp16/int8 side; a
-    mapped layer below ``layer_min_sqnr_db`` fails it too (set by the per-layer comparison).
-
-    ``precision_lost_at`` is the mapped layer where the per-layer SQNR falls most from the
-    layer before it (filled in by the per-layer comparison), ``sqnr_drop_db`` that fall.
-    """
-
-    precision: str
-    sqnr_db: float
-    cosine: float
-    top1: float
-    top5: float
-    finite: bool
-    thresholds: dict[str, float]
-    passed: bool
-    #: Per-layer SQNR floor: a layer below it is divergent (a fault, not rounding).
-    layer_min_sqnr_db: float
-    precision_lost_at: str | None = None
-    sqnr_drop_db: float | None = None
-
-
-def histogram(rel: np.ndarray) -> dict[str, list[float]]:
-    """Decade-bin counts of relative errors: [0, 1e-10), [1e-10, 1e-9), ..., [1, inf]."""
-    idx = np.searchsorted(np.asarray(HIST_EDGES), rel, side="right")
-    counts = np.bincount(idx, minlength=len(HIST_EDGES) + 1)
-    return {"edges": [0.0, *HIST_EDGES, float("inf")], "counts": [int(c) for c in counts]}
 
 
 def _topk_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -154,9 +91,6 @@ def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: A
     """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
     numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
     :class:`codenn_convert.export.precision.LossyThresholds`)."""
-    from codenn_convert.export.precision import lossy_metrics
-    from codenn_convert.verification.localise import LAYER_SQNR_MARGIN_DB
-
     result = compare(a, b, rtol=rtol, names=names)
     m = lossy_metrics(a, b)
     result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
@@ -172,8 +106,6 @@ def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str
                overrides: Mapping[str, float] | None = None) -> PairResult:
     """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
     of fp16/int8, that precision's floors (with ``overrides``)."""
-    from codenn_convert.export.precision import floors
-
     if precision == "fp32":
         return compare(ya, yb, rtol=rtol, names=(a, b))
     return compare_lossy(ya, yb, precision=precision, thresholds=floors(precision, overrides),
@@ -200,13 +132,13 @@ def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np
 
 def farther_side(pair: PairResult, distance: dict[str, float | None]) -> str | None:
     """The runtime of a pair clearly farther from the exact result (None if either is
-    unknown or the two are within :data:`codenn_convert.verification.floor.FARTHER_RATIO`)."""
+    unknown or the two are within :data:`.floor.FARTHER_RATIO`)."""
     return farther(pair.a, pair.b, distance)
 
 
 def apply_floor(pair: PairResult, rtol: float, floor: float | None) -> PairResult:
-    """Judge a float32 pair at max(rtol, k x floor) (:func:`effective_rtol`); lossy pairs
-    keep their own criteria."""
+    """Judge a float32 pair at max(rtol, k x floor) (:func:`.floor.effective_rtol`); lossy
+    pairs keep their own criteria."""
     if pair.lossy is not None:
         return pair
     pair.tolerance = effective_rtol(rtol, floor)

@@ -27,247 +27,59 @@ module path; a runtime with NaN/Inf logits gets the first layer whose output is 
 
 from __future__ import annotations
 
-import itertools
-import math
-import os
 import tempfile
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints.atomic import ensure_writable
+from codenn_convert.checkpoints.files import nonfinite_tensors
+from codenn_convert.checkpoints.sources import read_source
 from codenn_convert.errors import CodennError, UsageError
-from codenn_convert.verification.floor import FLOOR_FACTOR, FLOOR_REFERENCES, floors_of
-from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, seeded_batch
-from codenn_convert.verification.localise import LAYER_RTOL, LayerError
-from codenn_convert.verification.metrics import (
-    PairResult,
-    apply_floor,
-    compare,
-    errors_vs_exact,
-    farther_side,
-    judge_pair,
+from codenn_convert.export.calibration import load_calibration, synthetic_images
+from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
+from codenn_convert.registry import get_spec
+from codenn_convert.twins import build as twins
+from codenn_convert.twins.init import realistic_model, torch_state_of
+from codenn_convert.verification.engine import (
+    Comparison,
+    _timer,
+    compare_runners,
+    fill_results,
+    pair_order,
 )
-from codenn_convert.verification.runners import ONNX_FILE_PREFIX, Runner, TorchRunner
+from codenn_convert.verification.golden import Golden, save_golden
+from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, collect_inputs, npy_input_size
+from codenn_convert.verification.layers import sqnr_drop
+from codenn_convert.verification.localise import first_nonfinite_layer, localise
+from codenn_convert.verification.matching import mapped_layers
+from codenn_convert.verification.metrics import judge_pair
+from codenn_convert.verification.options import (
+    LOSSY_PRECISIONS,
+    RUNTIMES,
+    PathLike,
+    VerifyOptions,
+)
+from codenn_convert.verification.results import ModelResult, PairResult
+from codenn_convert.verification.runners import (
+    KerasRunner,
+    OnnxRunner,
+    Runner,
+    TorchRunner,
+    lossy_runner,
+    user_onnx_runners,
+)
 
-__all__ = ["NORMAL_INPUTS", "ONNX_FILE_PREFIX", "RUNTIMES", "LayerError", "ModelResult",
-           "PairResult", "VerifyOptions", "compare", "compare_runners", "seeded_batch",
-           "verify", "verify_inputs", "verify_many"]
-
-RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
-#: Reduced precisions the verifier can add to our ONNX runtimes.
-LOSSY_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 #: ``inputs`` label prefix of the synthetic photo-like batch used when lossy runtimes run.
 SYNTHETIC_INPUTS = "synthetic:"
 #: The name of the float64 torch run, the exact reference.
 ORACLE = "float64"
 
-PathLike = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
-class VerifyOptions:
-    """What to verify and how; every field has the CLI's default."""
-
-    weights: PathLike | None = None  # both sides, either layout
-    torch_weights: PathLike | None = None  # torch side (torch, onnx-torch)
-    keras_weights: PathLike | None = None  # Keras side (keras, onnx-keras)
-    onnx: Sequence[PathLike] = ()  # given ONNX files, runtimes onnx:<file name>
-    batch: int = 2
-    seed: int = 0
-    input_size: tuple[int, int] | None = None
-    runtimes: Sequence[str] = RUNTIMES  # which of our four runtimes run
-    rtol: float | None = None  # default: the model's
-    #: Compare every mapped layer of all pairs (True) or of the given pairs.
-    layers: bool | Collection[tuple[str, str]] = False
-    localise_failures: bool = True
-    normal: bool = True  # run the seeded batch
-    images: Sequence[PathLike] = ()
-    inputs: Sequence[PathLike] = ()  # .npy batches, float32 [N, 3, H, W]
-    options: Mapping[str, Any] = field(default_factory=dict)  # builder options, both twins
-    work_dir: PathLike | None = None  # keep our ONNX exports here
-    save_golden: PathLike | None = None
-    #: Reduced precisions (fp16, int8) of our ONNX runtimes to add: onnx-torch-fp16, ...
-    precisions: Sequence[str] = ()
-    #: Overrides of the lossy thresholds (LossyThresholds fields, e.g. min_sqnr_db).
-    thresholds: Mapping[str, float] = field(default_factory=dict)
-
-    def check(self) -> None:
-        """Reject impossible combinations before any model work."""
-        if self.rtol is not None and not (math.isfinite(self.rtol) and self.rtol > 0):
-            raise UsageError(f"rtol must be a positive finite number, got {self.rtol}")
-        if self.batch < 1:
-            raise UsageError("batch must be at least 1")
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
-        if unknown or len(self.runtimes) + len(self.onnx) < 2:
-            raise UsageError(f"runtimes must be two or more of {', '.join(RUNTIMES)} and ONNX "
-                             f"files" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-        if self.weights is not None and (self.torch_weights or self.keras_weights):
-            raise UsageError("give --weights (both sides) or --torch-weights/--keras-weights, "
-                             "not both")
-        if self.save_golden is not None and "torch" not in self.runtimes:
-            raise UsageError("--save-golden records the torch logits: keep torch in runtimes")
-        self.check_lossy()
-
-    def check_lossy(self) -> None:
-        """Known reduced precisions, an ONNX runtime to convert, finite thresholds."""
-        from codenn_convert.export.precision import check_thresholds
-
-        bad = [p for p in self.precisions if p not in LOSSY_PRECISIONS]
-        if bad:
-            raise UsageError(f"unknown precision {bad[0]!r}; use {' or '.join(LOSSY_PRECISIONS)}"
-                             f" (float32 runtimes always run)")
-        if self.precisions and not {"onnx-torch", "onnx-keras"} & set(self.runtimes):
-            raise UsageError("--precision converts our ONNX exports: keep onnx-torch or "
-                             "onnx-keras in runtimes")
-        check_thresholds(self.thresholds)
-
-
-@dataclass
-class ModelResult:
-    """All pairs for one model and one input batch."""
-
-    model: str
-    input_shape: list[int]
-    seed: int
-    rtol: float
-    inputs: str = NORMAL_INPUTS
-    pairs: list[PairResult] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    layer_rtol: float = LAYER_RTOL
-    options: dict[str, Any] = field(default_factory=dict)
-    #: ``max|x - exact| / max|exact|`` per runtime, ``exact`` the float64 torch run.
-    error_vs_float64: dict[str, float | None] = field(default_factory=dict)
-    #: The checkpoint's float32 floor: the reference's (torch, golden) own distance to
-    #: float64; float32 pairs pass at max(rtol, floor_factor x floor) (:mod:`floor`).
-    float32_floor: float | None = None
-    floor_factor: float = FLOOR_FACTOR
-    #: Runtimes whose logits hold NaN/Inf -> the first layer whose output does (if found).
-    nonfinite_outputs: dict[str, str | None] = field(default_factory=dict)
-    #: Checkpoint tensors holding NaN/Inf: ``{"tensor": key, "count": values}``.
-    nonfinite_weights: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # steps taken reading the checkpoints
-
-    @property
-    def passed(self) -> bool:
-        return (self.error is None and bool(self.pairs) and all(p.passed for p in self.pairs)
-                and not self.nonfinite_outputs and not self.nonfinite_weights)
-
-    @property
-    def reason(self) -> str | None:
-        """Why the entry failed, in one line (None when it passed)."""
-        if self.passed:
-            return None
-        parts = [self.error] if self.error else []
-        if self.nonfinite_weights:
-            parts.append("non-finite weights: " + ", ".join(
-                f"{w['tensor']} ({w['count']})" for w in self.nonfinite_weights[:3]))
-        if self.nonfinite_outputs:
-            parts.append("non-finite outputs in " + ", ".join(
-                name + (f" (from {layer})" if layer else "")
-                for name, layer in self.nonfinite_outputs.items()))
-        flat = sorted({n for p in self.pairs for n in p.degenerate})
-        if flat:
-            parts.append("constant (degenerate) logits in " + ", ".join(flat)
-                         + ": no evidence of agreement")
-        failed = [f"{p.a} vs {p.b}" for p in self.pairs if not p.passed]
-        if failed and not self.nonfinite_outputs:
-            parts.append("failing pairs: " + ", ".join(failed))
-        return "; ".join(parts) or "no pairs compared"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {**asdict(self), "passed": self.passed, "reason": self.reason}
-        for pair in data["pairs"]:  # float32 layers keep their one number
-            for layer in pair["layers"]:
-                if layer.get("sqnr_db") is None:
-                    layer.pop("sqnr_db", None)
-        return data
-
-
-# --------------------------------------------------------------------------- orchestration
-
-
-@dataclass
-class Comparison:
-    """What :func:`compare_runners` returns: logits and pair results per input."""
-
-    names: list[str]
-    outputs: dict[str, list[np.ndarray]]
-    exact: list[np.ndarray] | None
-    pairs: list[dict[tuple[str, str], PairResult]]
-    #: The pairs compared, ``(reference, other)``, in report order.
-    order: list[tuple[str, str]] = field(default_factory=list)
-    #: Per input, the floor reference's float32 distance to float64 (:mod:`floor`).
-    floors: list[float | None] = field(default_factory=list)
-
-
-Localise = Callable[[Comparison, list[set[tuple[str, str]]]], None]
-#: How a pair's outputs are compared: ``judge(a, b, ya, yb)``.
-Judge = Callable[[str, str, np.ndarray, np.ndarray], PairResult]
-
-
-def pair_order(runners: Sequence[Runner]) -> list[tuple[str, str]]:
-    """The pairs to compare, ``(earlier, later)``: all float32 ones; a reduced-precision
-    runner against its ``reference`` only, or (a user's file) every float32 runner, always
-    with the float32 side first as the reference. Two lossy runners are never compared:
-    neither is a reference for the other."""
-    pairs = []
-    for a, b in itertools.combinations(runners, 2):
-        if a.precision == "fp32" and b.precision == "fp32":
-            pairs.append((a.name, b.name))
-            continue
-        if a.precision != "fp32" and b.precision != "fp32":
-            continue
-        ref, lossy = (a, b) if a.precision == "fp32" else (b, a)
-        if lossy.reference in (None, ref.name):
-            pairs.append((ref.name, lossy.name))
-    return pairs
-
-
-def compare_runners(
-    runners: Sequence[Runner], inputs: Sequence[Batch], *, rtol: float,
-    oracle: Runner | None = None, wanted: Collection[tuple[str, str]] = (),
-    localise: Localise | None = None, localise_failures: bool = True,
-    timed: Callable[[str, Callable[[], Any]], Any] | None = None,
-    judge: Judge | None = None,
-) -> Comparison:
-    """Run every runner on every input and compare the pairs of :func:`pair_order`.
-
-    Pairs are compared (by ``judge``, default: the float32 rule at ``rtol``) as soon as both
-    outputs are in, and the failing ones (with ``localise_failures``) and ``wanted`` are
-    handed to ``localise`` then: torch vs keras is localised while nothing but the twins is
-    in memory, before any export. The ``oracle`` runs first; it is a reference, not a pair
-    member.
-    """
-    clock = timed or (lambda _label, fn: fn())
-    judge = judge or (lambda a, b, ya, yb: compare(ya, yb, rtol=rtol, names=(a, b)))
-    xs = [x for _, x in inputs]
-    result = Comparison([r.name for r in runners], {}, None, [{} for _ in xs],
-                        pair_order(runners))
-    if oracle is not None:
-        result.exact = clock(f"run {oracle.name}", lambda: oracle.run(xs))
-    for runner in runners:
-        if runner.prepare_label:
-            clock(runner.prepare_label, runner.prepare)
-        result.outputs[runner.name] = clock(f"run {runner.name}", lambda r=runner: r.run(xs))
-        if result.exact is not None and runner.name in FLOOR_REFERENCES and not result.floors:
-            result.floors = floors_of(result.outputs[runner.name], result.exact)
-        ready = [p for p in result.order if p[0] in result.outputs and p[1] in result.outputs
-                 and p not in result.pairs[0]]
-        for k, found in enumerate(result.pairs):
-            for a, b in ready:
-                found[(a, b)] = apply_floor(
-                    judge(a, b, result.outputs[a][k], result.outputs[b][k]), rtol,
-                    result.floors[k] if result.floors else None)
-        todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
-                for found in result.pairs]
-        if localise is not None and any(todo):
-            clock(f"layers ({runner.name})", lambda t=todo: localise(result, t))
-    return result
 
 
 def _config(config: VerifyOptions | None, fields: Mapping[str, Any]) -> VerifyOptions:
@@ -300,8 +112,6 @@ def verify_many(models: Sequence[str], config: VerifyOptions | None = None, *,
                 on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
     """Verify several models; a model that crashes becomes an entry with ``error`` set,
     so one broken model cannot hide the others' results. Usage errors still raise."""
-    from codenn_convert.registry import get_spec
-
     config = config or VerifyOptions()
     for name in models:
         get_spec(name)  # unknown names fail before any work
@@ -325,36 +135,6 @@ def verify_many(models: Sequence[str], config: VerifyOptions | None = None, *,
     return results
 
 
-def _timer(model: str, results: Sequence[ModelResult], say: Callable[[str], None]
-           ) -> Callable[[str, Callable[[], Any]], Any]:
-    """A clock that reports progress and records each stage's seconds in every result."""
-    def timed(label: str, fn: Callable[[], Any]) -> Any:
-        say(f"{model}: {label}")
-        start = time.perf_counter()
-        value = fn()
-        for r in results:
-            r.seconds[label] = round(time.perf_counter() - start, 3)
-        return value
-    return timed
-
-
-def fill_results(results: Sequence[ModelResult], found: Comparison) -> None:
-    """Pairs, distances to the exact result and the farther side of failing pairs."""
-    for k, result in enumerate(results):
-        result.pairs = [found.pairs[k][p] for p in found.order]
-        if found.floors:
-            result.float32_floor = found.floors[k]
-        if found.exact is not None:
-            result.error_vs_float64 = errors_vs_exact(found.outputs, found.exact, k)
-            for p in result.pairs:
-                if not p.passed:
-                    p.farther = farther_side(p, result.error_vs_float64)
-        result.nonfinite_outputs = {name: None for name, ys in found.outputs.items()
-                                    if not np.isfinite(ys[k]).all()}
-
-
-
-
 def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tuple[str, str]]
                   ) -> set[tuple[str, str]]:
     if layers is True:
@@ -371,8 +151,6 @@ def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
     (:func:`codenn_convert.export.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
     on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
     overflows them. Photos and ``.npy`` batches stay as given."""
-    from codenn_convert.export.precision import synthetic_images
-
     return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
              synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))
             if label == NORMAL_INPUTS else (label, x) for label, x in inputs]
@@ -391,8 +169,6 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
                   ) -> dict[Any, Any]:
     """Each given checkpoint resolved (filters, precision, inferred options); both sides
     must come out with the same options, since both twins are built with them."""
-    from codenn_convert.checkpoints.sources import read_source
-
     sources = {src: read_source(model, src, options)
                for src in dict.fromkeys((torch_src, keras_src)) if src is not None}
     if len({repr(sorted(s.options.items())) for s in sources.values()}) > 1:
@@ -403,8 +179,6 @@ def _read_sources(model: str, torch_src: Any, keras_src: Any, options: dict[str,
 
 
 def _nonfinite_weights(*states: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    from codenn_convert.checkpoints.files import nonfinite_tensors
-
     found: dict[str, int] = {}
     for state in states:
         found.update(nonfinite_tensors(dict(state)))
@@ -423,8 +197,6 @@ class _Localiser:
 
     @property
     def layers(self) -> list[Any]:
-        from codenn_convert.verification.localise import mapped_layers
-
         if self._layers is None:
             self._layers = mapped_layers(self.kmodel, self.tmodel, self.inputs[0][1])
         return self._layers
@@ -437,8 +209,6 @@ class _Localiser:
 
     def pairs(self, found: Comparison, todo: list[set[tuple[str, str]]]) -> None:
         """Fill ``layers`` and ``first_divergent_layer`` of the pairs in ``todo``."""
-        from codenn_convert.verification.localise import localise, sqnr_drop
-
         for k, ((_, x), pairs) in enumerate(zip(self.inputs, todo, strict=True)):
             if not pairs:
                 continue
@@ -460,8 +230,6 @@ class _Localiser:
 
     def nonfinite(self, results: Sequence[ModelResult]) -> None:
         """Name, per runtime with NaN/Inf logits, the first layer whose output has them."""
-        from codenn_convert.verification.localise import first_nonfinite_layer
-
         for result, (_, x) in zip(results, self.inputs, strict=True):
             for name in result.nonfinite_outputs:
                 probe = self.probe(name)
@@ -474,12 +242,6 @@ class VerifyRun:
 
     def __init__(self, model: str, config: VerifyOptions,
                  progress: Callable[[str], None] | None) -> None:
-        from codenn_convert.checkpoints.files import ensure_writable
-        from codenn_convert.registry import get_spec
-        from codenn_convert.twins import build as twins
-        from codenn_convert.verification.inputs import collect_inputs, npy_input_size
-        from codenn_convert.verification.runners import user_onnx_runners
-
         config.check()
         spec = get_spec(model)
         self.model, self.config, self.say = model, config, progress or (lambda _m: None)
@@ -504,9 +266,6 @@ class VerifyRun:
 
     def twins(self) -> tuple[Any, Any]:
         """Both twins built, with their sides' weights (non-finite ones recorded)."""
-        from codenn_convert.twins import build as twins
-        from codenn_convert.twins.init import realistic_model, torch_state_of
-
         torch_src, keras_src = _sources(self.config)
         # Checkpoints may determine options (num_classes, aux_logits): read them first.
         sources = _read_sources(self.model, torch_src, keras_src, dict(self.config.options))
@@ -536,9 +295,6 @@ class VerifyRun:
 
     def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
         """Our runtimes that were asked for, in order, then the given ONNX files."""
-        from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
-        from codenn_convert.verification.runners import KerasRunner, OnnxRunner
-
         made: dict[str, Runner] = {
             "torch": TorchRunner(tmodel), "keras": KerasRunner(kmodel),
             "onnx-torch": OnnxRunner(
@@ -553,9 +309,6 @@ class VerifyRun:
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
         """Each of our ONNX runtimes converted to each asked-for reduced precision."""
-        from codenn_convert.export.precision import load_calibration
-        from codenn_convert.verification.runners import OnnxRunner, lossy_runner
-
         calibration = (load_calibration(None, self.size, seed=self.config.seed)
                        if "int8" in self.config.precisions else None)
         return [lossy_runner(r, p, calibration) for r in ours if isinstance(r, OnnxRunner)
@@ -592,8 +345,6 @@ class VerifyRun:
         return self.results
 
     def save_golden(self, found: Comparison) -> None:
-        from codenn_convert.verification.golden import Golden, save_golden
-
         assert found.exact is not None  # the oracle always runs in verify
         save_golden(self.config.save_golden, Golden(  # type: ignore[arg-type]
             model=self.model, labels=[label for label, _ in self.inputs],

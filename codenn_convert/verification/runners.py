@@ -14,12 +14,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
-from codenn_convert.verification.localise import MappedLayer, Probe, onnx_input_layout, run_onnx
+from codenn_convert.export.precision import convert_precision, detect_precision
+from codenn_convert.twins.build import inference_view
+from codenn_convert.verification.ort import onnx_input_layout, onnx_session, run_onnx
+
+if TYPE_CHECKING:  # the diagnostic layer is imported only when a probe is asked for
+    from codenn_convert.verification.matching import MappedLayer
+    from codenn_convert.verification.probes import Probe
 
 #: Runtime name prefix of a user-given ONNX file: ``onnx:<file name>``.
 ONNX_FILE_PREFIX = "onnx:"
@@ -70,7 +76,7 @@ class TorchRunner:
                     for x in batches]
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.verification.localise import TorchProbe
+        from codenn_convert.verification.probes import TorchProbe
 
         return None if self.float64 else TorchProbe(self.model, layers)
 
@@ -89,13 +95,11 @@ class KerasRunner:
         pass
 
     def run(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from codenn_convert.twins.build import inference_view
-
         view = inference_view(self.model)
         return [np.asarray(view(x.transpose(0, 2, 3, 1), training=False)) for x in batches]
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.verification.localise import KerasProbe
+        from codenn_convert.verification.probes import KerasProbe
 
         return KerasProbe(self.model, layers)
 
@@ -124,8 +128,6 @@ class OnnxRunner:
 
     def check(self) -> None:
         """Open the file and check that it takes a 4-d image of ``input_size``."""
-        from codenn_convert.verification.localise import onnx_session
-
         if not self.path.is_file():
             raise UsageError(f"ONNX file not found: {self.path}")
         try:
@@ -138,8 +140,6 @@ class OnnxRunner:
         except UsageError as exc:
             raise UsageError(f"{self.path}: {exc}") from None
         if not self.precision:
-            from codenn_convert.export.precision import detect_precision
-
             self.precision = detect_precision(self.path)
 
     def prepare(self) -> None:
@@ -156,7 +156,7 @@ class OnnxRunner:
             self._session = None  # the probe opens its own sessions; free this one
 
     def probe(self, layers: Sequence[MappedLayer]) -> Probe | None:
-        from codenn_convert.verification.localise import OnnxProbe
+        from codenn_convert.verification.probes import OnnxProbe
 
         return OnnxProbe(self.path, layers, input_size=self.input_size)
 
@@ -208,8 +208,6 @@ def lossy_runner(source: OnnxRunner, precision: str, calibration: Any = None) ->
     """``<source>-<precision>``: the source runner's float32 file converted to fp16/int8
     (:func:`codenn_convert.export.precision.convert_precision`) beside it, once the source has
     exported it; compared with its source only. int8 needs ``calibration``."""
-    from codenn_convert.export.precision import convert_precision
-
     return OnnxRunner(
         source.path.with_suffix(f".{precision}.onnx"), name=f"{source.name}-{precision}",
         input_size=source.input_size, precision=precision, reference=source.name,

@@ -1,0 +1,258 @@
+"""Layer rules: one per layer type, registered where it is defined (onnx2torch's
+``@add_converter`` is the model).
+
+A rule owns everything the toolkit knows about one layer type:
+
+* the torch module type it matches and the Keras layer type it builds from (dotted names,
+  resolved only when a model of that framework is in hand, so this module stays light);
+* the weight transform both ways (``to_keras``, ``to_torch``: pure permutations/reshapes, so
+  a round trip is bit-identical) and the torch keys and shapes of a layer from its Keras
+  variables (``torch_shapes``, in Keras variable order: the shape check);
+* torch-only buffers (``extra_keys``, BatchNorm's ``num_batches_tracked``);
+* seeded realistic weights (``init``) and whether the layer keeps running statistics that
+  a calibration pass sets (``running_stats``);
+* whether exporters may fold the layer into the one feeding it (``folds_into_source``:
+  BatchNorm after a conv), which localisation needs to find its output in a graph.
+
+A new layer type is one decorated class::
+
+    @layer_rule("depthwise_conv", torch="torch.nn.Conv2d", keras="keras.layers.DepthwiseConv2D")
+    class DepthwiseConvRule:
+        def torch_shapes(plan): ...
+        def to_keras(plan, arrays): ...
+        def to_torch(plan, arrays): ...
+
+Registering a name or a framework type twice raises; a layer with no rule is a one-line
+:class:`UnknownLayerError` naming its path and type (:func:`keras_rule`, :func:`torch_rule`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from codenn_convert.errors import CheckpointError
+from codenn_convert.interface import NUM_BATCHES_TRACKED
+
+Shapes = list[tuple[str, tuple[int, ...]]]
+
+
+class UnknownLayerError(CheckpointError):
+    """A weighted layer whose type has no rule: the model cannot be mapped or initialised."""
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One weighted Keras layer and how its variables map to torch keys."""
+
+    name: str  # Keras layer name
+    kind: str  # the rule's name (a key of RULES)
+    keras_shapes: tuple[tuple[int, ...], ...]
+    flatten_hwc: tuple[int, int, int] | None = None  # only for "dense_after_flatten"
+
+    @property
+    def prefix(self) -> str:
+        """The torch module path: our twins name each Keras layer after it."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """How one layer type maps between the twins (see the module docstring)."""
+
+    name: str
+    torch_type: str | None
+    keras_type: str | None
+    torch_shapes: Callable[[LayerPlan], Shapes]
+    to_keras: Callable[[LayerPlan, list[np.ndarray]], list[np.ndarray]]
+    to_torch: Callable[[LayerPlan, list[np.ndarray]], list[np.ndarray]]
+    extra_keys: tuple[str, ...] = ()
+    init: Callable[[Any, Any], None] | None = None
+    running_stats: bool = False
+    folds_into_source: bool = False
+    #: The rule a layer of this type takes when a Flatten of a spatial map feeds it.
+    after_flatten: str | None = None
+
+
+_RULES: dict[str, LayerRule] = {}
+#: Every registered rule by name (read-only view).
+RULES: Mapping[str, LayerRule] = MappingProxyType(_RULES)
+_BY_CLASS: dict[str, dict[type, LayerRule]] = {}
+
+
+def layer_rule(name: str, *, torch: str | None, keras: str | None, extra_keys: tuple[str, ...] = (),
+               running_stats: bool = False, folds_into_source: bool = False,
+               after_flatten: str | None = None) -> Callable[[type], type]:
+    """Class decorator: register the rule ``name`` whose functions the class defines
+    (``torch_shapes``, ``to_keras``, ``to_torch``, optionally ``init``)."""
+
+    def register(cls: type) -> type:
+        body = vars(cls)
+        rule = LayerRule(name, torch, keras, body["torch_shapes"], body["to_keras"],
+                         body["to_torch"], extra_keys, body.get("init"), running_stats,
+                         folds_into_source, after_flatten)
+        _register(rule)
+        return cls
+
+    return register
+
+
+def _register(rule: LayerRule) -> None:
+    if rule.name in _RULES:
+        raise ValueError(f"layer rule {rule.name!r} is already registered")
+    for attr in ("torch_type", "keras_type"):
+        ref = getattr(rule, attr)
+        other = next((r.name for r in _RULES.values() if ref and getattr(r, attr) == ref), None)
+        if other is not None:
+            raise ValueError(f"{ref} already has the layer rule {other!r}; cannot add "
+                             f"{rule.name!r}")
+    _RULES[rule.name] = rule
+    _BY_CLASS.clear()  # rebuilt on the next lookup
+
+
+def _resolve(ref: str) -> type | None:
+    module, _, attr = ref.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _by_class(framework: str) -> dict[type, LayerRule]:
+    if framework not in _BY_CLASS:
+        table = {}
+        for rule in _RULES.values():
+            ref = rule.torch_type if framework == "torch" else rule.keras_type
+            cls = _resolve(ref) if ref else None
+            if cls is not None:
+                table[cls] = rule
+        _BY_CLASS[framework] = table
+    return _BY_CLASS[framework]
+
+
+def _lookup(obj: Any, framework: str) -> LayerRule | None:
+    """The rule of ``obj``'s class or, for a subclass, of its nearest registered base."""
+    table = _by_class(framework)
+    return next((table[c] for c in type(obj).__mro__ if c in table), None)
+
+
+def _unknown(path: str, obj: Any, framework: str) -> UnknownLayerError:
+    cls = type(obj).__name__
+    return UnknownLayerError(
+        f"no weight-mapping rule for {framework} layer {path!r} of type {cls}; known rules: "
+        f"{', '.join(_RULES)} (a new layer type needs a @layer_rule)")
+
+
+def keras_rule(layer: Any, *, required: bool = True) -> LayerRule | None:
+    """The rule of a Keras layer; an :class:`UnknownLayerError` if it has none (``required``)."""
+    rule = _lookup(layer, "keras")
+    if rule is None and required:
+        raise _unknown(layer.name, layer, "Keras")
+    return rule
+
+
+def torch_rule(path: str, module: Any, *, required: bool = True) -> LayerRule | None:
+    """The rule of a torch module at ``path``; an :class:`UnknownLayerError` if it has none."""
+    rule = _lookup(module, "torch")
+    if rule is None and required:
+        raise _unknown(path, module, "torch")
+    return rule
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def _he_init(module: Any, gen: Any) -> None:
+    """He-scaled weights (std = sqrt(2 / fan_in)), small but non-zero biases."""
+    fan_in = module.weight[0].numel()
+    module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+    if module.bias is not None:
+        module.bias.normal_(0.0, 0.05, generator=gen)
+
+
+def _kernel_and_bias(torch_kernel: tuple[int, ...], p: LayerPlan) -> Shapes:
+    out: Shapes = [("weight", torch_kernel)]
+    return out + [("bias", p.keras_shapes[1])] if len(p.keras_shapes) > 1 else out
+
+
+@layer_rule("conv", torch="torch.nn.Conv2d", keras="keras.layers.Conv2D")
+class ConvRule:
+    """Conv2d weight ``(O, I, kH, kW)`` <-> Conv2D kernel ``(kH, kW, I, O)``; bias as-is."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        kh, kw, i, o = p.keras_shapes[0]
+        return _kernel_and_bias((o, i, kh, kw), p)
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].transpose(2, 3, 1, 0)), *ws[1:]]  # OIHW -> HWIO
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].transpose(3, 2, 0, 1)), *ws[1:]]  # HWIO -> OIHW
+
+    init = _he_init
+
+
+@layer_rule("dense", torch="torch.nn.Linear", keras="keras.layers.Dense",
+            after_flatten="dense_after_flatten")
+class DenseRule:
+    """Linear weight ``(out, in)`` <-> Dense kernel ``(in, out)``: a transpose."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        i, o = p.keras_shapes[0]
+        return _kernel_and_bias((o, i), p)
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].T), *ws[1:]]
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].T), *ws[1:]]
+
+    init = _he_init
+
+
+@layer_rule("dense_after_flatten", torch=None, keras=None)
+class DenseAfterFlattenRule:
+    """The first Dense after a Flatten of an H,W,C map: torch flattens C,H,W, Keras H,W,C,
+    so the kernel's rows are reordered (chosen by the mapper, see ``after_flatten``)."""
+
+    torch_shapes = DenseRule.torch_shapes
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        h, w, c = p.flatten_hwc  # type: ignore[misc]
+        out = ws[0].shape[0]
+        # torch columns run over (C, H, W); Keras rows over (H, W, C).
+        kernel = ws[0].reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
+        return [np.ascontiguousarray(kernel), *ws[1:]]
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        h, w, c = p.flatten_hwc  # type: ignore[misc]
+        out = ws[0].shape[1]
+        weight = ws[0].reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)
+        return [np.ascontiguousarray(weight), *ws[1:]]
+
+
+@layer_rule("batchnorm", torch="torch.nn.BatchNorm2d", keras="keras.layers.BatchNormalization",
+            extra_keys=(NUM_BATCHES_TRACKED,), running_stats=True, folds_into_source=True)
+class BatchNormRule:
+    """gamma/beta/moving_mean/moving_variance are weight/bias/running_mean/running_var
+    as-is; ``num_batches_tracked`` exists only in torch."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        names = ("weight", "bias", "running_mean", "running_var")
+        return list(zip(names, p.keras_shapes, strict=True))
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return list(ws)
+
+    to_torch = to_keras
+
+    def init(module: Any, gen: Any) -> None:
+        """gamma in [0.5, 1.5], beta ~ N(0, 0.2); running statistics are calibrated."""
+        module.weight.uniform_(0.5, 1.5, generator=gen)
+        module.bias.normal_(0.0, 0.2, generator=gen)
