@@ -130,3 +130,17 @@ def test_sign_flipped_channel_still_fails_at_its_layer(tmp_path: Path) -> None:
     assert p["first_divergent_layer"] == FLIPPED_TORCH and p["farther"] == "keras"
     dist = m["error_vs_float64"]
     assert dist["keras"] > 100 * dist["torch"] and dist["torch"] == m["float32_floor"]
+
+
+def test_an_explicit_rtol_is_held_exactly(tmp_path: Path) -> None:
+    from tests.tiny_onnx import write_tiny_golden, write_tiny_onnx
+
+    onnx = write_tiny_onnx(tmp_path / "tiny.onnx")
+    golden = write_tiny_golden(tmp_path / "g.npz")
+    proc = run_cli("check", str(onnx), "--golden", str(golden), "--json", "-")
+    (m,) = json.loads(proc.stdout)["models"]
+    assert proc.returncode == 0 and m["float32_floor"] > 0, proc.stderr
+    # A demand below what float32 can give fails: the floor lifts only the default.
+    proc = run_cli("check", str(onnx), "--golden", str(golden), "--rtol", "1e-12", "--json", "-")
+    (m,) = json.loads(proc.stdout)["models"]
+    assert proc.returncode == 1 and m["pairs"][0]["tolerance"] == 1e-12, proc.stderr

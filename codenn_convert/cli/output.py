@@ -124,9 +124,11 @@ def print_result(result: Any, *, show_layers: bool = False) -> None:
             f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
     if result.float32_floor is not None:
         tol = max([p.tolerance for p in result.pairs if p.tolerance is not None] + [result.rtol])
+        how = (f"max of rtol {result.rtol:g} and {result.floor_factor:g} x floor"
+               if tol > result.rtol else f"rtol {result.rtol:g}")
         out.print(f"float32 floor {result.float32_floor:.2e} (the reference's own distance to "
-                  f"float64): float32 pairs pass at max rel <= {tol:.2e} (max of rtol "
-                  f"{result.rtol:g} and {result.floor_factor:g} x floor)", highlight=False)
+                  f"float64): float32 pairs pass at max rel <= {tol:.2e} ({how})",
+                  highlight=False)
     for p in result.pairs:
         if p.lossy is not None:
             out.print(_lossy_line(p), highlight=False)

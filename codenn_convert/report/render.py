@@ -108,9 +108,10 @@ def _floor_note(m: dict[str, Any]) -> str | None:
     if floor is None:
         return None
     tol = max([_num(p.get("tolerance")) or 0.0 for p in m["pairs"]] + [m["rtol"]])
+    how = (f"max(rtol {m['rtol']:g}, {m.get('floor_factor', 0):g} x floor)"
+           if tol > m["rtol"] else f"rtol {m['rtol']:g}")
     return (f"float32 floor {_fmt(floor)} (the reference's own distance to float64); float32 "
-            f"pairs pass at max(rtol {m['rtol']:g}, {m.get('floor_factor', 0):g} x floor) = "
-            f"{_fmt(tol)}")
+            f"pairs pass at {how} = {_fmt(tol)}")
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -406,7 +407,8 @@ def to_junit(report: dict[str, Any]) -> str:
 def _limit(m: dict[str, Any], p: dict[str, Any]) -> str:
     """What a float32 pair was held to: ``rtol 1e-05``, or with the checkpoint's floor known
     ``tolerance 1.5e-04 (max of rtol 1e-05 and 4 x float32 floor 3.8e-05)``."""
-    if m.get("float32_floor") is None or p.get("tolerance") is None:
+    tol = _num(p.get("tolerance"))
+    if m.get("float32_floor") is None or tol is None or tol <= m["rtol"]:
         return f"rtol {m['rtol']:g}"
     return (f"tolerance {_fmt(p['tolerance'])} (max of rtol {m['rtol']:g} and "
             f"{m.get('floor_factor', 0):g} x float32 floor {_fmt(m['float32_floor'])})")

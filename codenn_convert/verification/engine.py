@@ -68,7 +68,7 @@ def compare_runners(
     oracle: Runner | None = None, wanted: Collection[tuple[str, str]] = (),
     localise: Localise | None = None, localise_failures: bool = True,
     timed: Callable[[str, Callable[[], Any]], Any] | None = None,
-    judge: Judge | None = None,
+    judge: Judge | None = None, use_floor: bool = True,
 ) -> Comparison:
     """Run every runner on every input and compare the pairs of :func:`pair_order`.
 
@@ -77,6 +77,9 @@ def compare_runners(
     handed to ``localise`` then: torch vs keras is localised while nothing but the twins is
     in memory, before any export. The ``oracle`` runs first; it is a reference, not a pair
     member.
+
+    Float32 pairs are held to max(rtol, k x the floor reference's own distance to the
+    oracle) (:mod:`.floor`); with ``use_floor=False`` (an explicit ``--rtol``) to ``rtol``.
     """
     clock = timed or (lambda _label, fn: fn())
     judge = judge or (lambda a, b, ya, yb: compare(ya, yb, rtol=rtol, names=(a, b)))
@@ -97,7 +100,7 @@ def compare_runners(
             for a, b in ready:
                 found[(a, b)] = apply_floor(
                     judge(a, b, result.outputs[a][k], result.outputs[b][k]), rtol,
-                    result.floors[k] if result.floors else None)
+                    result.floors[k] if result.floors and use_floor else None)
         todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
                 for found in result.pairs]
         if localise is not None and any(todo):

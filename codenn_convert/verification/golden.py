@@ -231,7 +231,8 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     found = compare_runners(
         [StoredRunner("golden", xs, [r for _, _, r, _ in inputs]), onnx],
         [(label, x) for label, x, _, _ in inputs], rtol=tol,
-        oracle=StoredRunner("float64", xs, [e for _, _, _, e in inputs]), judge=judge)
+        oracle=StoredRunner("float64", xs, [e for _, _, _, e in inputs]), judge=judge,
+        use_floor=rtol is None)
     fill_results(results, found)
     return results
 

@@ -335,7 +335,7 @@ class VerifyRun:
                 oracle=TorchRunner(tmodel, name=ORACLE, float64=True),
                 wanted=_wanted_pairs(self.config.layers, order) | lossy,
                 localise=loc.pairs, localise_failures=self.config.localise_failures,
-                timed=self.timed, judge=self.judge)
+                timed=self.timed, judge=self.judge, use_floor=self.config.rtol is None)
             fill_results(self.results, found)
             if any(r.nonfinite_outputs for r in self.results):
                 self.timed("layers (non-finite)", lambda: loc.nonfinite(self.results))
