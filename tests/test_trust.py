@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -193,11 +194,28 @@ def test_a_users_models_package_cannot_hide_ours(tmp_path: Path) -> None:
 
 
 def test_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
+    # Built from a copy with one more family folder, which must ship with no packaging edit.
+    src = tmp_path / "src"
+    for part in ("codenn_convert", "models", "pyproject.toml", "setup.py", "README.md"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, src / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                         if (ROOT / part).is_dir() else {}))
+    (src / "models" / "zz_new_family").mkdir()
+    (src / "models" / "zz_new_family" / "__init__.py").write_text('"""A new family."""\n')
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+                    "--no-build-isolation", "-w", str(tmp_path), str(src)],
                    check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    assert "codenn_convert/models/zz_new_family/__init__.py" in names
+    # Every package of the source tree, and the report's package data, are in the wheel.
+    packages = {str(f.parent.relative_to(ROOT)).replace("models", "codenn_convert/models", 1)
+                if f.parts[len(ROOT.parts)] == "models" else str(f.parent.relative_to(ROOT))
+                for f in [*ROOT.glob("codenn_convert/**/__init__.py"),
+                          *ROOT.glob("models/**/__init__.py")]}
+    assert {p for p in packages if f"{p}/__init__.py" not in names} == set()
+    assert {"codenn_convert/report/report.schema.json",
+            "codenn_convert/report/template.html.j2"} <= set(names)
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
         "codenn_convert"}
     assert "codenn_convert/models/resnet/torch_resnet.py" in names

@@ -3,6 +3,7 @@ for one model of its matrix, verify, check the golden file and publish one repor
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,25 +24,34 @@ def _jobs() -> dict[str, Any]:
 
 
 def _run_steps(job: str, cwd: Path) -> list[str]:
-    """Each ``run:`` step of ``job`` but the install, in bash as GitHub runs it; the names."""
+    """Each ``run:`` step of ``job`` but the installs, in bash as GitHub runs it; the names."""
     ran = []
     for step in _jobs()[job]["steps"]:
-        if "run" not in step or step["name"] == "Install":
+        if "run" not in step or step["name"].startswith("Install"):
             continue
         if "hashFiles" in str(step.get("if", "")):  # the golden file's step, if one exists
             assert (cwd / "golden" / f"{MODEL}.npz").is_file(), "no golden file recorded"
         cmd = step["run"].replace("${{ matrix.model }}", MODEL)
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         proc = subprocess.run(["bash", "-eo", "pipefail", "-c", cmd], cwd=cwd, text=True,
                               capture_output=True, timeout=900,
-                              env={**os.environ, "GITHUB_STEP_SUMMARY": str(cwd / "summary")})
+                              env={**os.environ, "GITHUB_STEP_SUMMARY": str(cwd / "summary"),
+                                   "GITHUB_OUTPUT": str(cwd / "output"), "PATH": path})
         assert proc.returncode == 0, f"{step['name']}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         ran.append(step["name"])
     return ran
 
 
-def test_matrix_models_are_registered() -> None:
-    models = _jobs()["verify"]["strategy"]["matrix"]["model"]
+def test_matrix_models_are_registered(tmp_path: Path) -> None:
+    # The matrix is the list the models job writes with `codenn list --json`.
+    assert _jobs()["verify"]["strategy"]["matrix"]["model"] == (
+        "${{ fromJSON(needs.models.outputs.list) }}")
+    assert _run_steps("models", tmp_path) == ["List the models"]
+    key, _, value = (tmp_path / "output").read_text().strip().partition("=")
+    models = json.loads(value)
+    assert key == "list"
     assert MODEL in models and set(models) <= set(list_models())
+    assert models == list_models()  # every registered model: a new family needs no edit
 
 
 def test_workflow_steps_run_as_written(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ that need them, so ``codenn --help`` and ``codenn list`` stay instant.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
@@ -142,10 +143,17 @@ def _main(
 
 @app.command("list")
 @handled
-def list_cmd() -> None:
+def list_cmd(
+    names_json: Annotated[bool, typer.Option(
+        "--json", help="Print the model names as one JSON list (e.g. for a CI matrix).")
+    ] = False,
+) -> None:
     """List models, parameter counts and default input sizes."""
     from codenn_convert.registry import get_spec, list_models
 
+    if names_json:
+        print(json.dumps(list_models()))
+        return
     table = Table("model", "family", "parameters", "input", "default set")
     for name in list_models():
         s = get_spec(name)

@@ -44,7 +44,9 @@ NpyInputs = Annotated[list[Path] | None, typer.Option(
     "repeatable.")]
 Runtimes = Annotated[str | None, typer.Option(
     "--runtimes", metavar="LIST",
-    help="Comma-separated subset of torch,keras,onnx-torch,onnx-keras (default: all).")]
+    help="Comma-separated subset of our runtimes: torch, keras, onnx-torch, onnx-keras, as "
+    "the verifier's runtime table lists them (default: all; an unknown name is an error "
+    "naming them).")]
 Precisions = Annotated[list[str] | None, typer.Option(
     "--precision", metavar="fp16|int8",
     help="Also run our ONNX exports converted to this precision (onnx-torch-fp16, ...), "

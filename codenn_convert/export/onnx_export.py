@@ -31,7 +31,7 @@ from codenn_convert.errors import CodennError, UsageError
 from codenn_convert.export.calibration import load_calibration
 from codenn_convert.export.keras_onnx import export_keras_onnx
 from codenn_convert.export.metadata import META_PRECISION
-from codenn_convert.export.precision import check_precision, convert_precision
+from codenn_convert.export.precision import PRECISION_MODES, check_precision, convert_precision
 from codenn_convert.interface import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 from codenn_convert.registry import Framework
 from codenn_convert.twins import build as twins
@@ -118,14 +118,16 @@ def export_onnx(
     if not str(output).endswith(".onnx"):
         raise UsageError(f"output must be an .onnx file, got {output}")
     prec = check_precision(precision)
-    if calibration is not None and prec != "int8":
-        raise UsageError(f"--calibration is for --precision int8, not {prec}")
+    mode = PRECISION_MODES[prec]
+    if calibration is not None and not mode.needs_calibration:
+        needs = [n for n, m in PRECISION_MODES.items() if m.needs_calibration]
+        raise UsageError(f"--calibration is for --precision {' or '.join(needs)}, not {prec}")
     ensure_writable(output)
     # Read before any export work, so bad calibration data fails fast.
-    calib = load_calibration(calibration, size, seed=seed) if prec == "int8" else None
+    calib = load_calibration(calibration, size, seed=seed) if mode.needs_calibration else None
     job = _Fp32Job(model, framework, size, weights, opset, seed, dict(options or {}),
                    allow_nonfinite)
-    if prec == "fp32":
+    if mode.convert is None:  # float32: the export itself
         return _export_fp32(job, output)
     # The float32 file is an intermediate: it lives in a directory that is always removed,
     # beside the output, so one disk (the one the user chose) must hold both.

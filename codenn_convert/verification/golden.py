@@ -25,12 +25,12 @@ import numpy as np
 
 from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import CheckpointError, UsageError
+from codenn_convert.export.precision import PRECISION_MODES
 from codenn_convert.verification import npyfile
 from codenn_convert.verification.engine import compare_runners, fill_results
 from codenn_convert.verification.environment import environment
 from codenn_convert.verification.inputs import NORMAL_INPUTS
-from codenn_convert.verification.lossy import check_thresholds
-from codenn_convert.verification.metrics import judge_pair
+from codenn_convert.verification.lossy import check_thresholds, judge_pair
 from codenn_convert.verification.results import ModelResult
 from codenn_convert.verification.runners import ONNX_FILE_PREFIX, OnnxRunner, StoredRunner
 
@@ -241,18 +241,19 @@ def _judged_inputs(golden: Golden, precision: str, path: Path
                    ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], list[str]]:
     """The stored inputs a ``precision`` file is judged on, and a note on any left out.
 
-    int8 ranges are calibrated on image-like data, and N(0,1) noise overflows them, so the
-    verifier never judges int8 on it (:func:`codenn_convert.verification.run._lossy_inputs`).
+    A precision that may not be judged on N(0,1) noise (int8: its ranges are calibrated on
+    image-like data, and noise overflows them) never is
+    (:func:`codenn_convert.verification.run._lossy_inputs`).
     """
     stored = list(zip(golden.labels, golden.inputs, golden.reference, golden.exact,
                       strict=True))
-    if precision != "int8":
+    if PRECISION_MODES[precision].judged_on_noise:
         return stored, []
     kept = [s for s in stored if s[0] != NORMAL_INPUTS]
     if not kept:
         raise UsageError(
-            f"{path} holds only N(0,1) noise, on which int8 is not judged (it overflows the "
-            f"calibrated ranges); record one on image-like inputs: codenn verify "
-            f"{golden.model} --precision int8 --save-golden {path.name}")
+            f"{path} holds only N(0,1) noise, on which {precision} is not judged (it overflows "
+            f"the calibrated ranges); record one on image-like inputs: codenn verify "
+            f"{golden.model} --precision {precision} --save-golden {path.name}")
     skipped = len(stored) - len(kept)
-    return kept, [f"int8: {skipped} N(0,1) input batch left out"] if skipped else []
+    return kept, [f"{precision}: {skipped} N(0,1) input batch left out"] if skipped else []

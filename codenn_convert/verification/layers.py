@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codenn_convert.verification.lossy import sqnr_db
+from codenn_convert.verification.measures import sqnr_db
 
 #: Per-layer tolerance on ``max|a-b| / max|a|``, each layer relative to its own largest
 #: reference magnitude (the logits' measure, applied per layer).

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 
 from codenn_convert.errors import UsageError
+from codenn_convert.export.precision import PRECISION_MODES, LossyThresholds
+from codenn_convert.verification.layers import LAYER_SQNR_MARGIN_DB
+from codenn_convert.verification.measures import cosine, sqnr_db, topk_overlap
+from codenn_convert.verification.metrics import compare
+from codenn_convert.verification.results import LossyResult, PairResult
 
 
 @dataclass(frozen=True)
@@ -37,21 +42,6 @@ class LossyMetrics:
         return asdict(self)
 
 
-def sqnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """10·log10(Σa² / Σ(a − b)²) in float64; inf when ``b == a``."""
-    a = np.asarray(a, np.float64)
-    noise = float(np.sum((a - np.asarray(b, np.float64)) ** 2))
-    signal = float(np.sum(a**2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-def _top5_overlap(a: np.ndarray, b: np.ndarray) -> float:
-    k = min(5, a.shape[-1])
-    ta = np.argsort(-a, axis=-1, kind="stable")[:, :k]
-    tb = np.argsort(-b, axis=-1, kind="stable")[:, :k]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb, strict=True)]))
 
 
 def lossy_metrics(a: np.ndarray, b: np.ndarray) -> LossyMetrics:
@@ -63,45 +53,22 @@ def lossy_metrics(a: np.ndarray, b: np.ndarray) -> LossyMetrics:
     finite_mask = np.isfinite(a) & np.isfinite(b)
     finite = bool(finite_mask.all())
     fa, fb = a[finite_mask], b[finite_mask]
-    denom = float(np.linalg.norm(fa) * np.linalg.norm(fb))
-    cosine = float(np.dot(fa, fb) / denom) if denom > 0 else float(np.array_equal(fa, fb))
+    cos = cosine(fa, fb)
     # Non-finite positions would poison the sums and arg-sorts: zero them on both sides.
     a2 = np.where(finite_mask, a, 0.0).reshape(a.shape[0], -1)
     b2 = np.where(finite_mask, b, 0.0).reshape(b.shape[0], -1)
     return LossyMetrics(
-        sqnr_db=sqnr_db(fa, fb) if fa.size else -math.inf, cosine=cosine,
-        top1=float(np.mean(a2.argmax(-1) == b2.argmax(-1))), top5=_top5_overlap(a2, b2),
+        sqnr_db=sqnr_db(fa, fb) if fa.size else -math.inf,
+        cosine=cos if cos is not None else float(np.array_equal(fa, fb)),
+        top1=float(np.mean(topk_overlap(a2, b2, 1))), top5=float(np.mean(topk_overlap(a2, b2, 5))),
         finite=finite,
     )
 
 
-@dataclass(frozen=True)
-class LossyThresholds:
-    """Lowest acceptable values of each :class:`LossyMetrics` field."""
-
-    min_sqnr_db: float
-    min_cosine: float
-    min_top1: float
-    min_top5: float
-
-    def passes(self, m: LossyMetrics) -> bool:
-        return (m.finite and m.sqnr_db >= self.min_sqnr_db and m.cosine >= self.min_cosine
-                and m.top1 >= self.min_top1 and m.top5 >= self.min_top5)
-
-
-#: Defaults per precision, measured with ``benchmarks/bench_precision.py`` on the default
-#: models (alexnet, vgg19, resnet50, inception_v3; both frameworks; batch 8; README, section
-#: "Deployment precision"). Worst measured fp16 (synthetic and N(0,1) inputs): 41.0 dB,
-#: cosine 0.99996, top-1 0.875, top-5 1.0. Worst int8 on inputs like its calibration data
-#: (held-out synthetic images): 25.6 dB, cosine 0.9987, top-1 0.875, top-5 0.925. SQNR sits
-#: ~6 dB (4x the noise energy) below the worst; cosine follows it (1 - cos ~ 10^(-SQNR/10)/2).
-#: top-1 alone may fail only half the batch: random-weight nets have near-ties, and one
-#: flipped sample of the verifier's batch of 2 is 0.5 (InceptionV3 flips 1 in 8 at 57 dB).
-#: int8 is only judged on calibration-like inputs: on N(0, 1) noise it measured 4.8-23.9 dB.
+#: Each reduced precision's floors (the thresholds of its row in
+#: :data:`codenn_convert.export.precision.PRECISION_MODES`, where they are measured).
 DEFAULT_THRESHOLDS: dict[str, LossyThresholds] = {
-    "fp16": LossyThresholds(min_sqnr_db=35.0, min_cosine=0.9998, min_top1=0.5, min_top5=0.8),
-    "int8": LossyThresholds(min_sqnr_db=20.0, min_cosine=0.99, min_top1=0.5, min_top5=0.8),
-}
+    name: mode.thresholds for name, mode in PRECISION_MODES.items() if mode.thresholds}
 
 
 def check_thresholds(overrides: Mapping[str, float]) -> None:
@@ -114,4 +81,29 @@ def check_thresholds(overrides: Mapping[str, float]) -> None:
 
 def floors(precision: str, overrides: Mapping[str, float] | None = None) -> LossyThresholds:
     """The floors a ``precision`` output is judged by: the defaults, with ``overrides``."""
-    return replace(DEFAULT_THRESHOLDS[precision], **(overrides or {}))  # type: ignore[index]
+    return replace(DEFAULT_THRESHOLDS[precision], **(overrides or {}))
+
+def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: Any,
+                  rtol: float, names: tuple[str, str]) -> PairResult:
+    """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
+    numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
+    :class:`LossyThresholds`)."""
+    result = compare(a, b, rtol=rtol, names=names)
+    m = lossy_metrics(a, b)
+    result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
+                               top1=m.top1, top5=m.top5, finite=m.finite,
+                               thresholds=asdict(thresholds), passed=thresholds.passes(m),
+                               layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
+    result.passed = result.lossy.passed and not result.degenerate
+    result.tolerance = None  # judged by its precision's floors, not a float32 tolerance
+    return result
+
+
+def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str, rtol: float,
+               overrides: Mapping[str, float] | None = None) -> PairResult:
+    """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
+    of fp16/int8, that precision's floors (with ``overrides``)."""
+    if PRECISION_MODES[precision].thresholds is None:  # float32: the rtol rule
+        return compare(ya, yb, rtol=rtol, names=(a, b))
+    return compare_lossy(ya, yb, precision=precision, thresholds=floors(precision, overrides),
+                         rtol=rtol, names=(a, b))

@@ -10,35 +10,18 @@ makes them meaningless (masking it out could show a perfect 1.0 for a broken out
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from codenn_convert.errors import UsageError
 from codenn_convert.verification.floor import degenerate, effective_rtol, farther
-from codenn_convert.verification.layers import LAYER_SQNR_MARGIN_DB
-from codenn_convert.verification.lossy import floors, lossy_metrics
-from codenn_convert.verification.results import LossyResult, PairResult, histogram
+from codenn_convert.verification.measures import cosine, topk_agreement
+from codenn_convert.verification.results import PairResult, histogram
 
 
 class OutputShapeError(UsageError, ValueError):
     """Two runtimes gave logits of different shapes (e.g. a file for another model)."""
-
-
-def _topk_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """Fraction of samples whose top-k class *sets* agree (order within the set ignored)."""
-    k = min(k, a.shape[-1])
-    ta = np.argsort(-a, axis=-1, kind="stable")[:, :k]
-    tb = np.argsort(-b, axis=-1, kind="stable")[:, :k]
-    same = [set(x) == set(y) for x, y in zip(ta.tolist(), tb.tolist(), strict=True)]
-    return float(np.mean(same))
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a.ravel(), b.ravel()) / denom) if denom > 0 else None
 
 
 def _same_nonfinite(a: np.ndarray, b: np.ndarray) -> bool:
@@ -76,40 +59,14 @@ def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str]
     flat = [n for n, y in zip(names, (a, b), strict=True) if degenerate(y)]
     return PairResult(
         a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel,
-        cosine=_cosine(a, b) if honest else None,
-        top1=_topk_agreement(a2, b2, 1) if honest else None,
-        top5=_topk_agreement(a2, b2, 5) if honest else None,
+        cosine=cosine(a, b) if honest else None,
+        top1=topk_agreement(a2, b2, 1) if honest else None,
+        top5=topk_agreement(a2, b2, 5) if honest else None,
         passed=honest and not flat and max_rel is not None and max_rel <= rtol,
         nonfinite_match=match, nonfinite=nonfinite, histogram=histogram(rel), degenerate=flat,
         tolerance=rtol,
         p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
     )
-
-
-def compare_lossy(a: np.ndarray, b: np.ndarray, *, precision: str, thresholds: Any,
-                  rtol: float, names: tuple[str, str]) -> PairResult:
-    """Compare the fp16/int8 output ``b`` against the float32 reference ``a``: the float32
-    numbers for information, judged by :class:`LossyResult` against ``thresholds`` (a
-    :class:`codenn_convert.export.precision.LossyThresholds`)."""
-    result = compare(a, b, rtol=rtol, names=names)
-    m = lossy_metrics(a, b)
-    result.lossy = LossyResult(precision=precision, sqnr_db=m.sqnr_db, cosine=m.cosine,
-                               top1=m.top1, top5=m.top5, finite=m.finite,
-                               thresholds=asdict(thresholds), passed=thresholds.passes(m),
-                               layer_min_sqnr_db=thresholds.min_sqnr_db - LAYER_SQNR_MARGIN_DB)
-    result.passed = result.lossy.passed and not result.degenerate
-    result.tolerance = None
-    return result
-
-
-def judge_pair(a: str, b: str, ya: np.ndarray, yb: np.ndarray, *, precision: str, rtol: float,
-               overrides: Mapping[str, float] | None = None) -> PairResult:
-    """``b`` against the reference ``a``: the float32 rule at ``rtol``, or, for a ``precision``
-    of fp16/int8, that precision's floors (with ``overrides``)."""
-    if precision == "fp32":
-        return compare(ya, yb, rtol=rtol, names=(a, b))
-    return compare_lossy(ya, yb, precision=precision, thresholds=floors(precision, overrides),
-                         rtol=rtol, names=(a, b))
 
 
 def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codenn_convert.errors import UsageError
+from codenn_convert.export.precision import LOSSY_PRECISIONS
 from codenn_convert.verification.lossy import check_thresholds
+from codenn_convert.verification.runners import RUNTIMES as RUNTIME_TABLE
 
-RUNTIMES: tuple[str, ...] = ("torch", "keras", "onnx-torch", "onnx-keras")
+#: Our runtimes, in order (the table of :mod:`codenn_convert.verification.runners`).
+RUNTIMES: tuple[str, ...] = tuple(RUNTIME_TABLE)
 
 
 #: Reduced precisions the verifier can add to our ONNX runtimes.
-LOSSY_PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 
 
 PathLike = str | os.PathLike[str]
@@ -32,7 +34,7 @@ class VerifyOptions:
     batch: int = 2
     seed: int = 0
     input_size: tuple[int, int] | None = None
-    runtimes: Sequence[str] = RUNTIMES  # which of our four runtimes run
+    runtimes: Sequence[str] = RUNTIMES  # which of our runtimes run
     rtol: float | None = None  # default: the model's
     #: Compare every mapped layer of all pairs (True) or of the given pairs.
     layers: bool | Collection[tuple[str, str]] = False

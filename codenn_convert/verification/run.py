@@ -16,7 +16,7 @@ runtime's distance to it (``error_vs_float64``) tells rounding (all near it) fro
 
 Reduced precision (``precisions``, or a given fp16/int8 file, detected from its graph) adds
 runners compared with their float32 source (or, a given file, with every float32 runner) and
-judged by lossy criteria (:func:`codenn_convert.verification.metrics.compare_lossy`): SQNR,
+judged by lossy criteria (:func:`codenn_convert.verification.lossy.compare_lossy`): SQNR,
 cosine, top-1 and top-5 overlap against per-precision floors, and per-layer SQNR of every
 mapped layer.
 
@@ -40,7 +40,7 @@ from codenn_convert.checkpoints.files import nonfinite_tensors
 from codenn_convert.checkpoints.sources import read_source
 from codenn_convert.errors import CodennError, UsageError
 from codenn_convert.export.calibration import load_calibration, synthetic_images
-from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
+from codenn_convert.export.precision import PRECISION_MODES
 from codenn_convert.registry import get_spec
 from codenn_convert.twins import build as twins
 from codenn_convert.twins.init import realistic_model, torch_state_of
@@ -55,20 +55,20 @@ from codenn_convert.verification.golden import Golden, save_golden
 from codenn_convert.verification.inputs import NORMAL_INPUTS, Batch, collect_inputs, npy_input_size
 from codenn_convert.verification.layers import sqnr_drop
 from codenn_convert.verification.localise import first_nonfinite_layer, localise
+from codenn_convert.verification.lossy import judge_pair
 from codenn_convert.verification.matching import mapped_layers
-from codenn_convert.verification.metrics import judge_pair
 from codenn_convert.verification.options import (
     LOSSY_PRECISIONS,
-    RUNTIMES,
     PathLike,
     VerifyOptions,
 )
 from codenn_convert.verification.results import ModelResult, PairResult
+from codenn_convert.verification.runners import RUNTIMES as RUNTIME_TABLE
 from codenn_convert.verification.runners import (
-    KerasRunner,
     OnnxRunner,
     Runner,
     TorchRunner,
+    Twins,
     lossy_runner,
     user_onnx_runners,
 )
@@ -295,22 +295,16 @@ class VerifyRun:
 
     def runners(self, tmodel: Any, kmodel: Any, out_dir: Path) -> list[Runner]:
         """Our runtimes that were asked for, in order, then the given ONNX files."""
-        made: dict[str, Runner] = {
-            "torch": TorchRunner(tmodel), "keras": KerasRunner(kmodel),
-            "onnx-torch": OnnxRunner(
-                out_dir / f"{self.model}.torch.onnx", name="onnx-torch", input_size=self.size,
-                export=lambda p: export_torch_onnx(tmodel, p, input_size=self.size)),
-            "onnx-keras": OnnxRunner(
-                out_dir / f"{self.model}.keras.onnx", name="onnx-keras", input_size=self.size,
-                export=lambda p: export_keras_model(kmodel, p)),
-        }
-        ours = [made[r] for r in RUNTIMES if r in self.config.runtimes]
+        built = Twins(self.model, tmodel, kmodel, self.size, out_dir)
+        ours = [RUNTIME_TABLE[name](built) for name in RUNTIME_TABLE
+                if name in self.config.runtimes]
         return ours + self.lossy_runners(ours) + list(self.user)
 
     def lossy_runners(self, ours: Sequence[Runner]) -> list[Runner]:
         """Each of our ONNX runtimes converted to each asked-for reduced precision."""
         calibration = (load_calibration(None, self.size, seed=self.config.seed)
-                       if "int8" in self.config.precisions else None)
+                       if any(PRECISION_MODES[p].needs_calibration for p in self.config.precisions)
+                       else None)
         return [lossy_runner(r, p, calibration) for r in ours if isinstance(r, OnnxRunner)
                 for p in LOSSY_PRECISIONS if p in self.config.precisions]
 

@@ -1,4 +1,5 @@
-"""Runtimes as runners: one interface, so adding a runtime is one class.
+"""Runtimes as runners: one interface, so adding a runtime is one class and one
+registration (:func:`runtime`) beside it.
 
 A runner has a ``name``, runs NCHW float32 batches to logits, and may offer a probe of its
 layer outputs for localisation (:class:`codenn_convert.verification.localise.Probe`). The verifier's
@@ -12,13 +13,16 @@ never import torch or TensorFlow, which keeps ``codenn check`` light.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from codenn_convert.errors import CheckpointError, UsageError
+from codenn_convert.export.onnx_export import export_keras_model, export_torch_onnx
 from codenn_convert.export.precision import convert_precision, detect_precision
 from codenn_convert.twins.build import inference_view
 from codenn_convert.verification.ort import onnx_input_layout, onnx_session, run_onnx
@@ -29,6 +33,36 @@ if TYPE_CHECKING:  # the diagnostic layer is imported only when a probe is asked
 
 #: Runtime name prefix of a user-given ONNX file: ``onnx:<file name>``.
 ONNX_FILE_PREFIX = "onnx:"
+
+
+@dataclass(frozen=True)
+class Twins:
+    """What our runtimes are built from: both twins of ``model``, with their weights, and a
+    folder for the files a runtime exports."""
+
+    model: str
+    torch_model: Any
+    keras_model: Any
+    input_size: tuple[int, int]
+    out_dir: Path
+
+
+#: Builds one of our runtimes from the twins.
+RuntimeFactory = Callable[[Twins], "Runner"]
+_RUNTIMES: dict[str, RuntimeFactory] = {}
+#: Our runtimes by name, in registration order: each is registered beside its runner class
+#: (:func:`runtime`). ``codenn verify --runtimes`` and the verifier read this table.
+RUNTIMES: Mapping[str, RuntimeFactory] = MappingProxyType(_RUNTIMES)
+
+
+def runtime(name: str) -> Callable[[RuntimeFactory], RuntimeFactory]:
+    """Decorator: register ``name``'s factory; a name registered twice is an error."""
+    def register(factory: RuntimeFactory) -> RuntimeFactory:
+        if name in _RUNTIMES:
+            raise ValueError(f"runtime {name!r} is already registered")
+        _RUNTIMES[name] = factory
+        return factory
+    return register
 
 
 class Runner(Protocol):
@@ -81,6 +115,11 @@ class TorchRunner:
         return None if self.float64 else TorchProbe(self.model, layers)
 
 
+@runtime("torch")
+def _torch_runtime(twins: Twins) -> Runner:
+    return TorchRunner(twins.torch_model)
+
+
 class KerasRunner:
     """A Keras twin, fed NHWC (the same tensor, transposed), in inference mode."""
 
@@ -102,6 +141,11 @@ class KerasRunner:
         from codenn_convert.verification.probes import KerasProbe
 
         return KerasProbe(self.model, layers)
+
+
+@runtime("keras")
+def _keras_runtime(twins: Twins) -> Runner:
+    return KerasRunner(twins.keras_model)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -159,6 +203,22 @@ class OnnxRunner:
         from codenn_convert.verification.probes import OnnxProbe
 
         return OnnxProbe(self.path, layers, input_size=self.input_size)
+
+
+@runtime("onnx-torch")
+def _onnx_torch_runtime(t: Twins) -> Runner:
+    """The torch twin exported by torch's dynamo exporter."""
+    return OnnxRunner(t.out_dir / f"{t.model}.torch.onnx", name="onnx-torch",
+                      input_size=t.input_size, export=lambda p: export_torch_onnx(
+                          t.torch_model, p, input_size=t.input_size))
+
+
+@runtime("onnx-keras")
+def _onnx_keras_runtime(t: Twins) -> Runner:
+    """The Keras twin exported through tf2onnx."""
+    return OnnxRunner(t.out_dir / f"{t.model}.keras.onnx", name="onnx-keras",
+                      input_size=t.input_size,
+                      export=lambda p: export_keras_model(t.keras_model, p))
 
 
 class StoredRunner:
