@@ -232,3 +232,14 @@ def test_ckpt_is_a_torch_checkpoint_and_nothing_matches_names_no_model(tmp_path:
     torch.save({"encoder.weight": torch.zeros(3, 3)}, foreign)
     line = _one_error_line(run_cli("identify", str(foreign)), "matches no registered model")
     assert "nearest" not in line and "encoder.weight" in line
+
+
+def test_torch_pickle_protocol_warning_only_with_debug(tmp_path: Path) -> None:
+    import torch
+
+    old = tmp_path / "legacy.pt"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, old, pickle_protocol=5,
+               _use_new_zipfile_serialization=False)
+    line = _one_error_line(run_cli("identify", str(old)), "legacy.pt")
+    assert "pickle protocol" not in line
+    assert "Detected pickle protocol 5" in run_cli("--debug", "identify", str(old)).stderr
