@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,14 +55,40 @@ class ModelSpec:
             raise UsageError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
         return _resolve(self.torch_builder if framework == "torch" else self.keras_builder)
 
-    def check_input_size(self, input_size: tuple[int, int]) -> None:
-        """Refuse inputs the network cannot process, before anything is built."""
+    def check_input_size(self, input_size: tuple[int, int], batch: int = 2) -> None:
+        """Refuse inputs the network cannot process, or whose activations cannot fit in
+        this machine's memory, before anything is built."""
         h, w = input_size
         mh, mw = self.min_input_size
         if h < mh or w < mw:
             raise UsageError(
                 f"input size {h}x{w} is too small for {self.name}: the minimum is {mh}x{mw}"
             )
+        need, have = activation_bytes(input_size, batch), _memory_bytes()
+        if have and need > have:
+            raise UsageError(
+                f"input size {h}x{w} at batch {batch} needs about {need / 2**30:,.0f} GiB of "
+                f"activations ({ACTIVATION_FLOATS_PER_PIXEL} float32 per input pixel, the "
+                f"widest layers of these CNNs), more than this machine's {have / 2**30:.0f} "
+                f"GiB of memory")
+
+
+#: float32 values alive per input pixel in the widest layers: VGG's first block holds two
+#: 64-channel full-resolution maps at once; ResNet and InceptionV3 hold fewer. A lower bound,
+#: used only to refuse sizes that cannot possibly fit (``--input-size 100000 100000``).
+ACTIVATION_FLOATS_PER_PIXEL = 128
+
+
+def activation_bytes(input_size: tuple[int, int], batch: int) -> int:
+    """A lower bound on the activation memory of one forward pass."""
+    return batch * input_size[0] * input_size[1] * ACTIVATION_FLOATS_PER_PIXEL * 4
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -54,3 +54,24 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
     for layer in bns:
         layer.momentum = 0.99
     return rng.standard_normal((2, *model.input_shape[1:])).astype(np.float32)
+
+
+def untrained_keras_application(app: str, size: int, seed: int = 0) -> Any:
+    """keras.applications ``app`` at ``size`` x ``size`` as Keras builds it (its own
+    initialisers), BatchNorm statistics set from one seeded batch of 16 (one training-mode
+    call with momentum 0): a badly conditioned net, whose float32 rounding is amplified far
+    above 1e-5 of the logits in every runtime alike."""
+    import keras
+
+    keras.utils.set_random_seed(seed)  # Keras' initialisers draw from the global seed
+    model = getattr(keras.applications, app)(
+        weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    bns = [layer for layer in model.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.0
+    rng = np.random.default_rng(seed)
+    model(rng.standard_normal((16, size, size, 3)).astype(np.float32), training=True)
+    for layer in bns:
+        layer.momentum = 0.99
+    return model

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from codenn_convert.checkpoints import targets
 from codenn_convert.errors import CodennError, OutputError
 
 
@@ -27,8 +28,13 @@ def _umask() -> int:
 
 
 def ensure_writable(path: str | os.PathLike[str]) -> Path:
-    """Fail early, before any work, if ``path`` cannot be created or replaced."""
-    dst = Path(path)
+    """Fail early, before any work, if ``path`` cannot be created or replaced; the path
+    written (a symlink's target; ``-`` and pipes/devices as given, see :mod:`.targets`)."""
+    if targets.is_stream(path):
+        if not targets.is_stdout(path) and not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied")
+        return Path(path)
+    dst = targets.resolve(path)
     parent = dst.parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {dst}: directory {parent} does not exist")
@@ -36,6 +42,7 @@ def ensure_writable(path: str | os.PathLike[str]) -> Path:
         raise OutputError(f"cannot write {dst}: directory {parent} is not writable")
     if dst.is_dir():
         raise OutputError(f"cannot write {dst}: it is a directory")
+    targets.check_replaceable(dst)
     return dst
 
 
@@ -44,9 +51,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
     A failure leaves any existing file at ``path`` untouched and removes the temporary file.
-    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``).
+    The temporary name keeps the full suffix (Keras insists on ``.weights.h5``). ``-``, a
+    FIFO or a device is written in place, and a symlink's target is replaced (the link kept):
+    :mod:`.targets`.
     """
     dst = ensure_writable(path)
+    if targets.is_stream(dst):
+        with targets.stream_output(dst) as tmp:
+            yield tmp
+        return
     parent = dst.parent
     suffix = "".join(dst.suffixes[-2:]) if dst.name.endswith(".weights.h5") else dst.suffix
     # The name says who made it: a file left by `kill -9` (nothing can catch it) is ours.
@@ -59,7 +72,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # mkstemp creates 0600; give the file the mode a plain open() would (or keep the
         # mode of the file it replaces), so outputs stay readable by the user's tools.
         os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except PermissionError as exc:  # e.g. made immutable while we worked
+            raise targets.replace_failed(exc, dst) from None
     except BaseException as exc:
         # Measured before the partial file goes. An interrupt stays an interrupt, and our
         # own errors already say what is wrong.

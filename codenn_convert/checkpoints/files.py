@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from codenn_convert.checkpoints.atomic import atomic_output
+from codenn_convert.checkpoints.atomic import atomic_output, ensure_writable
 from codenn_convert.checkpoints.filters import unwrap_checkpoint
 from codenn_convert.errors import (
     CheckpointError,
@@ -39,15 +40,15 @@ TRACKED_ATTR = "codenn_num_batches_tracked"
 def checkpoint_format(path: str | os.PathLike[str]) -> Format:
     """Detect the file format from the extension."""
     name = Path(path).name.lower()
-    if name.endswith((".pt", ".pth")):
+    if name.endswith((".pt", ".pth", ".ckpt")):  # .ckpt: Lightning's torch.save
         return "pt"
     if name.endswith(".safetensors"):
         return "safetensors"
     if name.endswith(".h5"):
         return "keras"
     raise UsageError(
-        f"cannot tell the format of {path}: use .pt, .pth or .safetensors (torch layout) "
-        f"or .weights.h5 (Keras)"
+        f"cannot tell the format of {path}: use .pt, .pth, .ckpt or .safetensors (torch "
+        f"layout) or .weights.h5 (Keras)"
     )
 
 
@@ -372,26 +373,41 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _NamedBuffer(io.BytesIO):
+    """An in-memory file Keras accepts as a ``.weights.h5`` path (its H5 store takes a
+    BytesIO; its name check reads ``str()``)."""
+
+    def __str__(self) -> str:
+        return "memory.weights.h5"
+
+
 def save_keras_model_weights(
     model: Any, path: str | os.PathLike[str], tracked: dict[str, int] | None = None,
     attrs: dict[str, str] | None = None,
 ) -> Path:
     """``model.save_weights`` atomically; BN counters (and ``attrs``, e.g. the source dtypes)
-    go into root attributes."""
+    go into root attributes.
+
+    The HDF5 file is built in memory and its bytes written by :func:`atomic_output`: HDF5's
+    own writer crashes the process (SIGSEGV) when the disk fills up under it, while a plain
+    write fails with ENOSPC, which is a clean one-line error with the old file kept.
+    """
     import h5py
 
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise UsageError(f"Keras weights must be saved as .weights.h5, got {path.name}")
-    with atomic_output(path) as tmp:
-        tmp.unlink()  # Keras refuses to overwrite silently in some versions
-        model.save_weights(str(tmp))
-        if tracked or attrs:
-            with h5py.File(tmp, "a") as f:
-                if tracked:
-                    f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
-                for name, value in (attrs or {}).items():
-                    f.attrs[name] = value
+    ensure_writable(path)
+    buffer = _NamedBuffer()
+    model.save_weights(buffer)
+    if tracked or attrs:
+        with h5py.File(buffer, "a") as f:
+            if tracked:
+                f.attrs[TRACKED_ATTR] = json.dumps(tracked, sort_keys=True)
+            for name, value in (attrs or {}).items():
+                f.attrs[name] = value
+    with atomic_output(path) as tmp, tmp.open("wb") as out:
+        out.write(buffer.getbuffer())
     return path
 
 

@@ -25,6 +25,10 @@ class Candidate:
     options: dict[str, Any]  # inferred from the file
     mismatches: tuple[str, ...]
     notes: tuple[str, ...]
+    #: How many of the file's keys the model has: 0 means it is no model's file at all.
+    shared_keys: int = 0
+    #: A few of the file's own keys, to say what it holds when nothing matches.
+    sample_keys: tuple[str, ...] = ()
 
     @property
     def matches(self) -> bool:
@@ -40,8 +44,11 @@ def _try(name: str, raw: sources.RawCheckpoint) -> Candidate:
     notes: list[str] = list(raw.notes)
     _, _, found = sources.filtered_for(name, raw, {}, notes)
     options, inferred = sources.infer_options(name, found, {}, notes)
-    wrong = sources.mismatches(sources.expected_shapes(name, options), found)
-    return Candidate(model=name, options=inferred, mismatches=tuple(wrong), notes=tuple(notes))
+    expected = sources.expected_shapes(name, options)
+    wrong = sources.mismatches(expected, found)
+    return Candidate(model=name, options=inferred, mismatches=tuple(wrong), notes=tuple(notes),
+                     shared_keys=sum(k in expected for k in found),
+                     sample_keys=tuple(list(found)[:3]))
 
 
 def candidates(raw: sources.RawCheckpoint) -> list[Candidate]:
@@ -57,8 +64,13 @@ def identify(path: str | os.PathLike[str]) -> list[Candidate]:
 
 
 def describe_none(path: Any, found: Sequence[Candidate], limit: int = 3) -> str:
-    """``"... matches no registered model; nearest: resnet50 (2 mismatches: ...)"``."""
+    """``"... matches no registered model; nearest: resnet50 (2 mismatches: ...)"``; no
+    "nearest" when not one of the file's keys belongs to any model."""
     near = found[0]
+    if not any(c.shared_keys for c in found):
+        keys = ", ".join(near.sample_keys) or "none"
+        return (f"{path} matches no registered model: none of its keys (e.g. {keys}) belongs "
+                f"to any model in `codenn list`")
     shown = "; ".join(near.mismatches[:limit])
     more = f" (+{len(near.mismatches) - limit} more)" if len(near.mismatches) > limit else ""
     return (f"{path} matches no registered model; nearest: {near.describe()} with "

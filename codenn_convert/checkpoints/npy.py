@@ -42,6 +42,8 @@ def npy_header(path: str | os.PathLike[str], *, what: str = "input file",
     :data:`EXPECTED` (of spatial size ``input_size`` when given). ``what`` names the file
     in the messages (``input file``, ``calibration data``)."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory, not a .npy file")
     if not path.is_file():
         raise UsageError(f"{what} not found: {path}")
     shape, dtype, fortran, offset = _read_header(path)

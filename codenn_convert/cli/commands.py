@@ -43,6 +43,7 @@ from codenn_convert.cli.options import (
     split_list,
 )
 from codenn_convert.cli.output import (
+    check_outputs,
     err,
     one_line,
     out,
@@ -134,7 +135,10 @@ def _main(
         "--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
+    from codenn_convert.thirdparty import quiet
+
     _STATE["debug"] = debug
+    quiet(not debug)  # third-party warnings only with --debug
     print_notes()
 
 
@@ -176,7 +180,12 @@ def convert(
     from codenn_convert.registry import parse_options
 
     if len(args) not in (2, 3):
-        raise UsageError(f"convert takes [MODEL] SRC DST, got {len(args)} arguments")
+        given = " ".join(args)
+        raise UsageError(
+            f"convert needs a source and a destination: codenn convert [MODEL] SRC DST (given: "
+            f"{given!r}); e.g. codenn convert resnet50.pth resnet50.weights.h5"
+            if len(args) < 2 else f"convert takes [MODEL] SRC DST, not {len(args)} paths: "
+            f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
     options = parse_options(model, option or []) if model else _raw_options(option or [])
     with progress(f"converting {src} -> {dst}"):
@@ -306,7 +315,6 @@ def verify(
     files); compare all pairs and name the first divergent layer of a failing one. fp16/int8
     runtimes (--precision, or a given reduced-precision file) are judged by SQNR, cosine and
     top-k against their floors, with per-layer SQNR."""
-    from codenn_convert.checkpoints.atomic import ensure_writable
     from codenn_convert.registry import parse_options
     from codenn_convert.verification.options import VerifyOptions
     from codenn_convert.verification.run import verify_inputs
@@ -319,8 +327,7 @@ def verify(
         save_golden=save_golden, precisions=split_list(precision),
         thresholds=lossy_floors(min_sqnr, min_cosine, min_top1, min_top5))
     config.check()
-    if json_path is not None:
-        ensure_writable(json_path)
+    check_outputs(json_path, keep_onnx=keep_onnx)
     with progress(f"verifying {model}") as say:
         results = verify_inputs(model, config, progress=say)
     if save_golden is not None and not all(r.passed for r in results):
@@ -346,11 +353,9 @@ def check(
     golden file, with no torch and no TensorFlow. A float32 file is held to --rtol; an
     fp16/int8 one (detected from its graph or tensor types) to its precision's floors, as
     verify judges it."""
-    from codenn_convert.checkpoints.atomic import ensure_writable
     from codenn_convert.verification.golden import check_onnx
 
-    if json_path is not None:
-        ensure_writable(json_path)
+    check_outputs(json_path)
     floors = lossy_floors(min_sqnr, min_cosine, min_top1, min_top5)
     _finish(check_onnx(onnx_file, golden, rtol=rtol, thresholds=floors), json_path)
 
@@ -376,6 +381,7 @@ def report(
 ) -> None:
     """Verify a set of models and write parity.json, parity.md, parity.html and junit.xml."""
     from codenn_convert import report as rep
+    from codenn_convert.checkpoints.targets import check_directory
     from codenn_convert.verification.options import VerifyOptions
 
     if all_models and (models or from_json):
@@ -383,6 +389,7 @@ def report(
     if from_json and (precision or runtimes):
         raise CodennError("--precision and --runtimes run models; --from-json only renders "
                           "what was run")
+    check_directory(out_dir, "report directory")
     if from_json:
         data = rep.merge_reports(models or [])
     else:
@@ -415,9 +422,11 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a usage error is one line, as any bad input."""
+    from codenn_convert.cli.usage import run
+
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app(prog_name="codenn")
+    run(app, "codenn", print_error, one_line)
 
 
 if __name__ == "__main__":

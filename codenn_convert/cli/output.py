@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -74,7 +75,7 @@ def print_notes() -> None:
 
 
 #: Columns a narrow terminal drops first, whole, so that no number is ever cut.
-_DROPPABLE = ("top-5", "cosine", "top-1", "max abs")
+_DROPPABLE = ("top-5", "cosine", "top-1", "max abs", "tolerance")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -87,14 +88,15 @@ def _result_table(result: Any) -> Table:
     (the line under the table names it either way)."""
     inputs = "" if result.inputs == "normal(0,1)" else f" ({result.inputs})"
     rows = [{"pair": f"{p.a} vs {p.b}", "max abs": _fmt(p.max_abs, ".2e"),
-             "max rel": _fmt(p.max_rel, ".2e"), "cosine": _fmt(p.cosine, ".6f"),
+             "max rel": _fmt(p.max_rel, ".2e"), "tolerance": _fmt(p.tolerance, ".2e"),
+             "cosine": _fmt(p.cosine, ".6f"),
              "top-1": _fmt(p.top1, ".2f"), "top-5": _fmt(p.top5, ".2f"),
              "status": "pass" if p.passed else "FAIL",
              "at": (f" ({p.lossy.precision} criteria)" if p.lossy is not None else "")
              + (f" at {p.first_divergent_layer}" if p.first_divergent_layer else "")
              + (f" ({p.farther} farther from float64)" if p.farther else "")}
             for p in result.pairs]
-    headers = ["pair", "max abs", "max rel", "cosine", "top-1", "top-5", "status"]
+    headers = ["pair", "max abs", "max rel", "tolerance", "cosine", "top-1", "top-5", "status"]
     width = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
     drop = list(_DROPPABLE)
 
@@ -120,6 +122,13 @@ def print_result(result: Any, *, show_layers: bool = False) -> None:
     if result.error_vs_float64:
         out.print("error vs float64: " + ", ".join(
             f"{k} {_fmt(v, '.2e')}" for k, v in result.error_vs_float64.items()), highlight=False)
+    if result.float32_floor is not None:
+        tol = max([p.tolerance for p in result.pairs if p.tolerance is not None] + [result.rtol])
+        how = (f"max of rtol {result.rtol:g} and {result.floor_factor:g} x floor"
+               if tol > result.rtol else f"rtol {result.rtol:g}")
+        out.print(f"float32 floor {result.float32_floor:.2e} (the reference's own distance to "
+                  f"float64): float32 pairs pass at max rel <= {tol:.2e} ({how})",
+                  highlight=False)
     for p in result.pairs:
         if p.lossy is not None:
             out.print(_lossy_line(p), highlight=False)
@@ -151,3 +160,17 @@ def _lossy_line(p: Any) -> str:
         line += f", first layer below {m.layer_min_sqnr_db:g} dB: " + (
             p.first_divergent_layer or "none")
     return line
+
+
+def check_outputs(json_path: Path | None, *, keep_onnx: Path | None = None) -> None:
+    """Output paths checked before any work; with ``--json -`` the JSON is standard output,
+    so the human-readable table goes to stderr instead."""
+    from codenn_convert.checkpoints.atomic import ensure_writable
+    from codenn_convert.checkpoints.targets import check_directory, is_stdout
+
+    if keep_onnx is not None:
+        check_directory(keep_onnx, "--keep-onnx")
+    if json_path is not None:
+        ensure_writable(json_path)
+        if is_stdout(json_path):
+            out.file = sys.stderr

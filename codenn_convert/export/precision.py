@@ -147,6 +147,7 @@ def to_int8(
     import tempfile
 
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -154,6 +155,9 @@ def to_int8(
         quantize_static,
     )
 
+    from codenn_convert.thirdparty import quiet_onnxruntime
+
+    quiet_onnxruntime(onnxruntime)
     with tempfile.TemporaryDirectory(prefix="codenn-int8.") as tmp, _quiet_quantizer():
         out = Path(tmp) / "int8.onnx"
         quantize_static(

@@ -11,8 +11,8 @@ import importlib
 from typing import Any
 
 _HOMES = {
-    "REPORT_FILES": "files", "build_report": "files", "merge_environments": "files",
-    "merge_reports": "files", "read_json_report": "files", "schema": "files",
+    "REPORT_FILES": "files", "build_report": "files", "merge_environments": "shards",
+    "merge_reports": "shards", "read_json_report": "shards", "schema": "files",
     "write_json": "files", "write_reports": "files",
     "report_passed": "render", "to_html": "render", "to_json": "render", "to_junit": "render",
     "to_markdown": "render",

@@ -11,6 +11,7 @@ and ``junit.xml`` (one test case per model x pair, so CI shows failures).
 from __future__ import annotations
 
 import base64
+import html
 import importlib.metadata
 import importlib.resources
 import io
@@ -61,20 +62,24 @@ def _oracle(m: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in (m.get("error_vs_float64") or {}).items())
 
 
-def _json_safe(obj: Any) -> Any:
-    """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them."""
+def json_safe(obj: Any) -> Any:
+    """Non-finite floats as "inf"/"-inf"/"nan": JSON has no literal for them. Containers
+    without one are returned as they are, not copied (a report read from a large shard)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        changed = {k: new for k, v in obj.items() if (new := json_safe(v)) is not v}
+        return {**obj, **changed} if changed else obj
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        items = [json_safe(v) for v in obj]
+        same = all(new is old for new, old in zip(items, obj, strict=True))
+        return obj if same and isinstance(obj, list) else items
     return obj
 
 
 def to_json(report: dict[str, Any]) -> str:
     """Strict JSON (``allow_nan=False``) of the report."""
-    return json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
 
 
 def _model_label(m: dict[str, Any]) -> str:
@@ -85,42 +90,76 @@ def _model_label(m: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- markdown
 
 
+def _md(text: Any, *, table: bool = True) -> str:
+    """Text from a report (a shard is anyone's file) made inert in Markdown: HTML escaped, as
+    the HTML and JUnit forms escape it (a CI job summary renders HTML), line breaks and
+    backticks neutralised, and in a table cell its pipes."""
+    text = html.escape(" ".join(str(text).split()), quote=False).replace("`", "'")
+    return text.replace("|", "\\|") if table else text
+
+
+def _code(text: Any) -> str:
+    return f"`{_md(text)}`"
+
+
+def _floor_note(m: dict[str, Any]) -> str | None:
+    """``float32 floor 3.8e-05 (torch vs float64): float32 pairs pass at 1.5e-04``."""
+    floor = m.get("float32_floor")
+    if floor is None:
+        return None
+    tol = max([_num(p.get("tolerance")) or 0.0 for p in m["pairs"]] + [m["rtol"]])
+    how = (f"max(rtol {m['rtol']:g}, {m.get('floor_factor', 0):g} x floor)"
+           if tol > m["rtol"] else f"rtol {m['rtol']:g}")
+    return (f"float32 floor {_fmt(floor)} (the reference's own distance to float64); float32 "
+            f"pairs pass at {how} = {_fmt(tol)}")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
-    """A short summary, fit for a CI job summary."""
+    """A short summary, fit for a CI job summary; every text from the report escaped."""
     ok = report_passed(report)
     lines = [
         f"# codenn-convert parity: {'PASS' if ok else 'FAIL'}",
         "",
-        "| model | input | pair | max abs | max rel | cosine | top-1 | top-5 | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | input | pair | max abs | max rel | tolerance | cosine | top-1 | top-5 | "
+        "status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in report["models"]:
-        shape = "x".join(str(d) for d in m["input_shape"])
-        label = _model_label(m)
+        shape = _md("x".join(str(d) for d in m["input_shape"]))
+        label = _md(_model_label(m))
         if m["error"]:
-            lines.append(f"| {label} | {shape} | - | - | - | - | - | - | ERROR: {m['error']} |")
+            lines.append(f"| {label} | {shape} | - | - | - | - | - | - | - | ERROR: "
+                         f"{_md(m['error'])} |")
         for p in m["pairs"]:
             status = "pass" if p["passed"] else "**FAIL**"
             if p.get("first_divergent_layer"):
-                status += f" (first divergent layer: `{p['first_divergent_layer']}`)"
+                status += f" (first divergent layer: {_code(p['first_divergent_layer'])})"
             if p.get("farther"):
-                status += f" ({p['farther']} farther from float64)"
+                status += f" ({_md(p['farther'])} farther from float64)"
+            if p.get("degenerate"):
+                status += f" (constant logits: {_md(', '.join(p['degenerate']))})"
             lines.append(
-                f"| {label} | {shape} | {p['a']} vs {p['b']} | {_fmt(p['max_abs'])} | "
-                f"{_fmt(p['max_rel'])} | {_fmt(p['cosine'], '.8f')} | {_fmt(p['top1'], '.2f')} | "
-                f"{_fmt(p['top5'], '.2f')} | {status} |"
+                f"| {label} | {shape} | {_md(p['a'])} vs {_md(p['b'])} | {_fmt(p['max_abs'])} | "
+                f"{_fmt(p['max_rel'])} | {_fmt(p.get('tolerance'))} | {_fmt(p['cosine'], '.8f')} "
+                f"| {_fmt(p['top1'], '.2f')} | {_fmt(p['top5'], '.2f')} | {status} |"
             )
     lines += _lossy_markdown(report)
-    notes = [f"- {_model_label(m)}: {m['reason']}" for m in report["models"]
+    def item(m: dict[str, Any], text: str) -> str:
+        return f"- {_md(_model_label(m), table=False)}: {_md(text, table=False)}"
+
+    notes = [item(m, m["reason"]) for m in report["models"]
              if not m["passed"] and m.get("reason")]
-    notes += [f"- {_model_label(m)}: error vs float64: {_oracle(m)}" for m in report["models"]
+    notes += [item(m, f"error vs float64: {_oracle(m)}") for m in report["models"]
               if m.get("error_vs_float64")]
+    notes += [item(m, note) for m in report["models"] if (note := _floor_note(m))]
     if notes:
         lines += ["", *notes]
     env = report["environment"]
-    lines += ["", "Tolerance: max rel <= rtol (1e-5 for float32) relative to the largest "
-              "reference logit.", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)]
+    lines += ["", "Tolerance: max rel <= max(rtol, k x float32 floor) relative to the largest "
+              "reference logit; rtol is 1e-5 for float32, the floor is the reference runtime's "
+              "own distance to float64 (what float32 rounding costs on this checkpoint).", "",
+              "Environment: " + ", ".join(f"{_md(k, table=False)} {_md(v, table=False)}"
+                                          for k, v in env.items() if v is not None)]
     return "\n".join(lines) + "\n"
 
 
@@ -140,13 +179,14 @@ def _lossy_markdown(report: dict[str, Any]) -> list[str]:
              "SQNR falls most at | status |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m, p in rows:
         lo = p["lossy"]
-        where = (f"`{lo['precision_lost_at']}` ({_fmt(lo['sqnr_drop_db'], '.1f')} dB)"
+        where = (f"{_code(lo['precision_lost_at'])} ({_fmt(lo['sqnr_drop_db'], '.1f')} dB)"
                  if lo.get("precision_lost_at") else "-")
         status = "pass" if p["passed"] else "**FAIL**"
         if p.get("first_divergent_layer"):
             status += (f" (first layer below {lo['layer_min_sqnr_db']:g} dB: "
-                       f"`{p['first_divergent_layer']}`)")
-        lines.append(f"| {_model_label(m)} | {p['a']} vs {p['b']} | {lo['precision']} | "
+                       f"{_code(p['first_divergent_layer'])})")
+        lines.append(f"| {_md(_model_label(m))} | {_md(p['a'])} vs {_md(p['b'])} | "
+                     f"{_md(lo['precision'])} | "
                      f"{_fmt(lo['sqnr_db'], '.1f')} | {_fmt(lo['cosine'], '.6f')} | "
                      f"{_fmt(lo['top1'], '.2f')} | {_fmt(lo['top5'], '.2f')} | "
                      f"{_floors(lo['thresholds'])} | {where} | {status} |")
@@ -252,6 +292,12 @@ def _layer_axes_png(fig: Any, ax: Any, names: list[str], *, ylabel: str, legend:
 
 def to_html(report: dict[str, Any]) -> str:
     """One self-contained page: pass/fail table, per-layer plots, environment."""
+    template, context = html_page(report)
+    return template.render(**context)
+
+
+def html_page(report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The page's template and what it renders (streamed to a file by ``write_reports``)."""
     import jinja2
 
     pair_names: list[str] = []
@@ -264,7 +310,8 @@ def to_html(report: dict[str, Any]) -> str:
                 pair_names.append(key)
             title = (f"max abs {_fmt(p['max_abs'])}, max rel {_fmt(p['max_rel'])}, cosine "
                      f"{_fmt(p['cosine'], '.8f')}, top-1 {_fmt(p['top1'], '.2f')}, top-5 "
-                     f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}")
+                     f"{_fmt(p['top5'], '.2f')}, p99 rel {_fmt(p.get('p99_rel'))}, tolerance "
+                     f"{_fmt(p.get('tolerance'))}")
             if p.get("lossy"):
                 title += (f"; {p['lossy']['precision']}: SQNR {_fmt(p['lossy']['sqnr_db'], '.1f')}"
                           f" dB, cosine {_fmt(p['lossy']['cosine'], '.6f')}, top-1 "
@@ -279,6 +326,7 @@ def to_html(report: dict[str, Any]) -> str:
             "label": _model_label(m), "shape": "x".join(str(d) for d in m["input_shape"]),
             "error": m["error"], "pairs": pairs, "plot": _layer_plot(m),
             "oracle": _oracle(m), "reason": m.get("reason") if not m["passed"] else None,
+            "floor": _fmt(m.get("float32_floor")), "floor_note": _floor_note(m),
             "layer_pairs": [{**p, "count": len(p["layers"])} for p in m["pairs"]
                             if p.get("layers") and not p.get("lossy")],
             "sqnr_plot": _sqnr_plot(m),
@@ -287,7 +335,7 @@ def to_html(report: dict[str, Any]) -> str:
     rtols = ", ".join(sorted({f"{m['rtol']:g}" for m in report["models"]})) or "-"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = importlib.resources.files("codenn_convert.report").joinpath(TEMPLATE_FILE)
-    return env.from_string(template.read_text(encoding="utf-8")).render(
+    return env.from_string(template.read_text(encoding="utf-8")), dict(
         passed=report_passed(report), pair_names=pair_names, models=models, rtols=rtols,
         any_plot=any(m["plot"] for m in models), any_sqnr=any(m["sqnr_plot"] for m in models),
         environment=report["environment"])
@@ -315,7 +363,9 @@ def to_junit(report: dict[str, Any]) -> str:
             if not p["passed"]:
                 failures += 1
                 where = p.get("first_divergent_layer")
-                message = (f"max_rel {_fmt(p['max_rel'])} > rtol {m['rtol']:g}"
+                message = (f"max_rel {_fmt(p['max_rel'])} > {_limit(m, p)}"
+                           + (f"; constant logits in {', '.join(p['degenerate'])}"
+                              if p.get("degenerate") else "")
                            + (f"; first divergent layer {where}" if where else "")
                            + (f"; {p['farther']} farther from float64"
                               if p.get("farther") else ""))
@@ -332,8 +382,10 @@ def to_junit(report: dict[str, Any]) -> str:
                     f"max_abs: {_fmt(p['max_abs'])}", f"max_rel: {_fmt(p['max_rel'])}",
                     f"cosine: {_fmt(p['cosine'], '.8f')}", f"top1: {_fmt(p['top1'], '.3f')}",
                     f"top5: {_fmt(p['top5'], '.3f')}", f"first_divergent_layer: {where}",
-                    *([f"lossy: {json.dumps(_json_safe(p['lossy']))}"] if p.get("lossy") else []),
-                    f"error_vs_float64: {_oracle(m)}", f"reason: {m.get('reason')}",
+                    *([f"lossy: {json.dumps(json_safe(p['lossy']))}"] if p.get("lossy") else []),
+                    f"error_vs_float64: {_oracle(m)}",
+                    f"float32_floor: {_fmt(m.get('float32_floor'))}",
+                    f"tolerance: {_fmt(p.get('tolerance'))}", f"reason: {m.get('reason')}",
                 ])
                 ET.SubElement(case, "failure", message=message, type="ParityFailure").text = (
                     detail)
@@ -350,6 +402,16 @@ def to_junit(report: dict[str, Any]) -> str:
     suite.extend(cases)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _limit(m: dict[str, Any], p: dict[str, Any]) -> str:
+    """What a float32 pair was held to: ``rtol 1e-05``, or with the checkpoint's floor known
+    ``tolerance 1.5e-04 (max of rtol 1e-05 and 4 x float32 floor 3.8e-05)``."""
+    tol = _num(p.get("tolerance"))
+    if m.get("float32_floor") is None or tol is None or tol <= m["rtol"]:
+        return f"rtol {m['rtol']:g}"
+    return (f"tolerance {_fmt(p['tolerance'])} (max of rtol {m['rtol']:g} and "
+            f"{m.get('floor_factor', 0):g} x float32 floor {_fmt(m['float32_floor'])})")
 
 
 def _lossy_failure(p: dict[str, Any]) -> str:

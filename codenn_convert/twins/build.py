@@ -100,11 +100,13 @@ def set_torch_state(model: Any, state: TorchState, name: str
     return weights, tracked
 
 
-def default_input_size(name: str, input_size: tuple[int, int] | None) -> tuple[int, int]:
-    """``input_size`` checked against the model's minimum, or the model's default."""
+def default_input_size(name: str, input_size: tuple[int, int] | None, batch: int = 2
+                       ) -> tuple[int, int]:
+    """``input_size`` checked against the model's minimum (and, at ``batch``, this machine's
+    memory), or the model's default."""
     spec = get_spec(name)
     size = tuple(input_size) if input_size else spec.input_size
-    spec.check_input_size(size)  # type: ignore[arg-type]
+    spec.check_input_size(size, batch)  # type: ignore[arg-type]
     return size  # type: ignore[return-value]
 
 

@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.verification.floor import FLOOR_REFERENCES, floors_of
 from codenn_convert.verification.inputs import Batch
-from codenn_convert.verification.metrics import compare, errors_vs_exact, farther_side
+from codenn_convert.verification.metrics import (
+    apply_floor,
+    compare,
+    errors_vs_exact,
+    farther_side,
+)
 from codenn_convert.verification.results import ModelResult, PairResult
 from codenn_convert.verification.runners import Runner
 
@@ -28,6 +34,8 @@ class Comparison:
     pairs: list[dict[tuple[str, str], PairResult]]
     #: The pairs compared, ``(reference, other)``, in report order.
     order: list[tuple[str, str]] = field(default_factory=list)
+    #: Per input, the floor reference's float32 distance to float64 (:mod:`.floor`).
+    floors: list[float | None] = field(default_factory=list)
 
 
 Localise = Callable[[Comparison, list[set[tuple[str, str]]]], None]
@@ -60,7 +68,7 @@ def compare_runners(
     oracle: Runner | None = None, wanted: Collection[tuple[str, str]] = (),
     localise: Localise | None = None, localise_failures: bool = True,
     timed: Callable[[str, Callable[[], Any]], Any] | None = None,
-    judge: Judge | None = None,
+    judge: Judge | None = None, use_floor: bool = True,
 ) -> Comparison:
     """Run every runner on every input and compare the pairs of :func:`pair_order`.
 
@@ -69,6 +77,9 @@ def compare_runners(
     handed to ``localise`` then: torch vs keras is localised while nothing but the twins is
     in memory, before any export. The ``oracle`` runs first; it is a reference, not a pair
     member.
+
+    Float32 pairs are held to max(rtol, k x the floor reference's own distance to the
+    oracle) (:mod:`.floor`); with ``use_floor=False`` (an explicit ``--rtol``) to ``rtol``.
     """
     clock = timed or (lambda _label, fn: fn())
     judge = judge or (lambda a, b, ya, yb: compare(ya, yb, rtol=rtol, names=(a, b)))
@@ -81,11 +92,15 @@ def compare_runners(
         if runner.prepare_label:
             clock(runner.prepare_label, runner.prepare)
         result.outputs[runner.name] = clock(f"run {runner.name}", lambda r=runner: r.run(xs))
+        if result.exact is not None and runner.name in FLOOR_REFERENCES and not result.floors:
+            result.floors = floors_of(result.outputs[runner.name], result.exact)
         ready = [p for p in result.order if p[0] in result.outputs and p[1] in result.outputs
                  and p not in result.pairs[0]]
         for k, found in enumerate(result.pairs):
             for a, b in ready:
-                found[(a, b)] = judge(a, b, result.outputs[a][k], result.outputs[b][k])
+                found[(a, b)] = apply_floor(
+                    judge(a, b, result.outputs[a][k], result.outputs[b][k]), rtol,
+                    result.floors[k] if result.floors and use_floor else None)
         todo = [{p for p in ready if p in wanted or (localise_failures and not found[p].passed)}
                 for found in result.pairs]
         if localise is not None and any(todo):
@@ -110,6 +125,8 @@ def fill_results(results: Sequence[ModelResult], found: Comparison) -> None:
     """Pairs, distances to the exact result and the farther side of failing pairs."""
     for k, result in enumerate(results):
         result.pairs = [found.pairs[k][p] for p in found.order]
+        if found.floors:
+            result.float32_floor = found.floors[k]
         if found.exact is not None:
             result.error_vs_float64 = errors_vs_exact(found.outputs, found.exact, k)
             for p in result.pairs:

@@ -26,6 +26,7 @@ import numpy as np
 from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.export.precision import PRECISION_MODES
+from codenn_convert.verification import npyfile
 from codenn_convert.verification.engine import compare_runners, fill_results
 from codenn_convert.verification.environment import environment
 from codenn_convert.verification.inputs import NORMAL_INPUTS
@@ -37,8 +38,12 @@ FORMAT = "codenn-golden"
 VERSION = 1
 #: The stored inputs' layout (ONNX files taking NHWC get them transposed).
 INPUT_LAYOUT = "NCHW"
-#: Largest uncompressed golden file read: inputs and logits, not weights, are stored.
-MAX_BYTES = 4 << 30
+#: Largest golden file read, by what its headers declare: inputs and logits, not weights,
+#: are stored (a ResNet-18 golden of batch 2 holds 1.2 MB; 1 GiB is a batch of ~1700 at 224).
+MAX_BYTES = 1 << 30
+#: Sanity bounds on what one golden file holds, checked from the headers.
+MAX_BATCH, MAX_SIDE, MAX_CLASSES, MAX_INPUTS = 4096, 4096, 1_000_000, 1000
+MAX_META_BYTES = 4 << 20
 
 
 @dataclass
@@ -76,65 +81,120 @@ def save_golden(path: str | os.PathLike[str], golden: Golden) -> Path:
     return Path(path)
 
 
-def _meta(npz: Any, path: Path) -> dict[str, Any]:
-    raw = npz["meta"] if "meta" in npz.files else None
-    if raw is None or raw.dtype.kind != "U" or raw.ndim != 0:
-        raise CheckpointError(f"{path} is not a codenn golden file (no metadata)")
-    meta = json.loads(str(raw))
+def _meta(text: str, path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except RecursionError:  # a JSON nested thousands deep
+        raise CheckpointError(f"{path}: golden metadata is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: golden metadata is not JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a codenn golden file (format "
                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: golden file version {meta.get('version')!r}; this "
                               f"codenn reads version {VERSION}")
-    labels, rtol = meta.get("labels"), meta.get("rtol")
-    if (not isinstance(labels, list) or not labels or not all(isinstance(s, str) for s in labels)
-            or not isinstance(rtol, int | float) or not (math.isfinite(rtol) and rtol > 0)):
-        raise CheckpointError(f"{path}: malformed golden metadata")
+    bad = [key for key, ok in _META_TYPES.items() if not ok(meta.get(key))]
+    if bad:
+        raise CheckpointError(f"{path}: malformed golden metadata: {', '.join(bad)} "
+                              f"({', '.join(f'{k}={meta.get(k)!r:.40}' for k in bad)})")
     return meta
 
 
-def _array(npz: Any, key: str, dtype: Any, ndim: int, path: Path) -> np.ndarray:
-    if key not in npz.files:
-        raise CheckpointError(f"{path}: golden file lacks {key}")
-    arr = npz[key]
-    if arr.dtype != dtype or arr.ndim != ndim:
-        raise CheckpointError(f"{path}: {key} is {arr.dtype} {list(arr.shape)}, expected "
-                              f"{np.dtype(dtype)} with {ndim} dimensions")
-    return arr
+def _real(v: Any) -> bool:
+    """A real number, never a bool (``true`` is not a tolerance)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+#: Each metadata entry and what it must be; a missing optional entry is fine.
+_META_TYPES: dict[str, Any] = {
+    "model": lambda v: isinstance(v, str),
+    "labels": lambda v: isinstance(v, list) and bool(v) and len(v) <= MAX_INPUTS
+    and all(isinstance(s, str) for s in v),
+    "rtol": lambda v: _real(v) and math.isfinite(v) and v > 0,
+    "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "options": lambda v: v is None or (isinstance(v, dict) and all(
+        isinstance(x, bool | int | float | str) for x in v.values())),
+    "environment": lambda v: v is None or isinstance(v, dict),
+    "input_layout": lambda v: v in (None, INPUT_LAYOUT),
+}
+
+
+def _check_headers(found: dict[str, npyfile.NpyHeader], n: int, path: Path) -> None:
+    """Every member's dtype and shape, against each other and a sane size, from the
+    headers alone (before anything is inflated)."""
+    expect = {"meta": ("U", 0), **{f"{kind}_{k}": (dt, nd) for k in range(n)
+                                   for kind, dt, nd in _ARRAYS}}
+    for key, (kind, ndim) in expect.items():
+        h = found.get(key)
+        if h is None:
+            raise CheckpointError(f"{path}: golden file lacks {key}")
+        dtype_ok = h.dtype.kind == "U" if kind == "U" else h.dtype == np.dtype(kind)
+        if not dtype_ok or len(h.shape) != ndim:
+            raise CheckpointError(f"{path}: {key} is {h.describe()}, expected "
+                                  f"{'text' if kind == 'U' else np.dtype(kind)} with {ndim} "
+                                  f"dimensions")
+    sizes = {found[f"input_{k}"].shape[1:] for k in range(n)}
+    for k in range(n):
+        x, r, e = (found[f"{kind}_{k}"].shape for kind, _, _ in _ARRAYS)
+        if not (1 <= x[0] <= MAX_BATCH and x[1] == 3 and max(x[2:]) <= MAX_SIDE
+                and r == e and r[0] == x[0] and 1 <= r[1] <= MAX_CLASSES) or len(sizes) != 1:
+            raise CheckpointError(
+                f"{path}: inputs and logits in the golden file do not match or are not a "
+                f"sane batch (input_{k} {list(x)}, reference_{k} {list(r)}, exact_{k} "
+                f"{list(e)}; at most {MAX_BATCH} samples of [3, <={MAX_SIDE}, <={MAX_SIDE}])")
+    total = sum(h.nbytes for h in found.values())
+    if total > MAX_BYTES:
+        raise CheckpointError(f"{path}: golden file claims {total} bytes (limit {MAX_BYTES})")
+
+
+#: The arrays stored per input: name, dtype, dimensions.
+_ARRAYS = (("input", np.float32, 4), ("reference", np.float32, 2), ("exact", np.float64, 2))
+
+
+def _read_members(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metadata and the arrays, each member's header checked before it is inflated."""
+    found = npyfile.zip_headers(zf)
+    if "meta" not in found or found["meta"].dtype.kind != "U" or found["meta"].shape != ():
+        raise CheckpointError(f"{path} is not a codenn golden file (no metadata)")
+    if found["meta"].nbytes > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: golden metadata claims {found['meta'].nbytes} bytes")
+
+    def member(key: str) -> np.ndarray:
+        with zf.open(f"{key}.npy") as f:
+            return npyfile.read_data(f, npyfile.read_header(f))
+
+    meta = _meta(str(member("meta")), path)
+    n = len(meta["labels"])
+    _check_headers(found, n, path)
+    return meta, {f"{kind}_{k}": member(f"{kind}_{k}") for k in range(n) for kind, _, _ in _ARRAYS}
 
 
 def load_golden(path: str | os.PathLike[str]) -> Golden:
-    """Read and check a golden file; a damaged or foreign file is one CheckpointError."""
+    """Read and check a golden file; a damaged or foreign file is one CheckpointError.
+
+    Memory is bounded by what the file says it holds: every member's ``.npy`` header (dtype,
+    shape) is read and checked first, against the zip directory and against the others.
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"golden file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            # Members are sized from the zip directory before any is decompressed.
-            claimed = sum(i.file_size for i in npz.zip.infolist())
-            if claimed > MAX_BYTES:
-                raise CheckpointError(f"{path}: golden file claims {claimed} bytes "
-                                      f"(limit {MAX_BYTES})")
-            meta = _meta(npz, path)
-            n = len(meta["labels"])
-            inputs = [_array(npz, f"input_{k}", np.float32, 4, path) for k in range(n)]
-            ref = [_array(npz, f"reference_{k}", np.float32, 2, path) for k in range(n)]
-            exact = [_array(npz, f"exact_{k}", np.float64, 2, path) for k in range(n)]
-    except CheckpointError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
+        with zipfile.ZipFile(path) as zf:
+            meta, arrays = _read_members(zf, path)
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path} is not a golden file (not an .npz archive)") from None
+    except npyfile.NpyError as exc:
+        raise CheckpointError(f"{path} is not a readable golden file: {exc}") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise CheckpointError(f"{path} is not a readable golden file: {first}") from None
-    sizes = {x.shape[1:] for x in inputs}
-    if len(sizes) != 1 or next(iter(sizes))[0] != 3 or any(
-            len(x) != len(r) or r.shape != e.shape
-            for x, r, e in zip(inputs, ref, exact, strict=True)):
-        raise CheckpointError(f"{path}: inputs and logits in the golden file do not match")
-    return Golden(model=str(meta.get("model")), labels=list(meta["labels"]), inputs=inputs,
-                  reference=ref, exact=exact, rtol=float(meta["rtol"]),
-                  options=dict(meta.get("options") or {}), seed=int(meta.get("seed", 0)),
+    n = len(meta["labels"])
+    return Golden(model=meta["model"], labels=list(meta["labels"]),
+                  inputs=[arrays[f"input_{k}"] for k in range(n)],
+                  reference=[arrays[f"reference_{k}"] for k in range(n)],
+                  exact=[arrays[f"exact_{k}"] for k in range(n)], rtol=float(meta["rtol"]),
+                  options=dict(meta.get("options") or {}), seed=int(meta.get("seed") or 0),
                   environment=dict(meta.get("environment") or {}))
 
 
@@ -176,7 +236,8 @@ def check_onnx(onnx_path: str | os.PathLike[str], golden_path: str | os.PathLike
     found = compare_runners(
         [StoredRunner("golden", xs, [r for _, _, r, _ in inputs]), onnx],
         [(label, x) for label, x, _, _ in inputs], rtol=tol,
-        oracle=StoredRunner("float64", xs, [e for _, _, _, e in inputs]), judge=judge)
+        oracle=StoredRunner("float64", xs, [e for _, _, _, e in inputs]), judge=judge,
+        use_floor=rtol is None)
     fill_results(results, found)
     return results
 

@@ -40,6 +40,8 @@ def load_image(path: str | os.PathLike[str], input_size: tuple[int, int]) -> np.
             rgb = img.convert("RGB")  # greyscale, palette, RGBA and CMYK photos alike
     except FileNotFoundError:
         raise UsageError(f"image not found: {p}") from None
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise UsageError(f"cannot read image {p}: {exc}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise UsageError(f"cannot read image {p}: {exc}") from None
     h, w = input_size

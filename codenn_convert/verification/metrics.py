@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from codenn_convert.errors import UsageError
+from codenn_convert.verification.floor import degenerate, effective_rtol, farther
 from codenn_convert.verification.measures import cosine, topk_agreement
 from codenn_convert.verification.results import PairResult, histogram
 
@@ -55,13 +56,15 @@ def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str]
         max_abs = max_rel = float("inf")
     a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     honest = not nonfinite  # a masked cosine or top-k would flatter a broken output
+    flat = [n for n, y in zip(names, (a, b), strict=True) if degenerate(y)]
     return PairResult(
         a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel,
         cosine=cosine(a, b) if honest else None,
         top1=topk_agreement(a2, b2, 1) if honest else None,
         top5=topk_agreement(a2, b2, 5) if honest else None,
-        passed=honest and max_rel is not None and max_rel <= rtol, nonfinite_match=match,
-        nonfinite=nonfinite, histogram=histogram(rel),
+        passed=honest and not flat and max_rel is not None and max_rel <= rtol,
+        nonfinite_match=match, nonfinite=nonfinite, histogram=histogram(rel), degenerate=flat,
+        tolerance=rtol,
         p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
     )
 
@@ -85,8 +88,17 @@ def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np
 
 
 def farther_side(pair: PairResult, distance: dict[str, float | None]) -> str | None:
-    """The runtime of a pair farther from the exact result (None if either is unknown)."""
-    da, db = distance.get(pair.a), distance.get(pair.b)
-    if da is None or db is None or da == db:
-        return None
-    return pair.a if da > db else pair.b
+    """The runtime of a pair clearly farther from the exact result (None if either is
+    unknown or the two are within :data:`.floor.FARTHER_RATIO`)."""
+    return farther(pair.a, pair.b, distance)
+
+
+def apply_floor(pair: PairResult, rtol: float, floor: float | None) -> PairResult:
+    """Judge a float32 pair at max(rtol, k x floor) (:func:`.floor.effective_rtol`); lossy
+    pairs keep their own criteria."""
+    if pair.lossy is not None:
+        return pair
+    pair.tolerance = effective_rtol(rtol, floor)
+    pair.passed = (not pair.nonfinite and not pair.degenerate and pair.max_rel is not None
+                   and pair.max_rel <= pair.tolerance)
+    return pair

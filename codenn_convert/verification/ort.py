@@ -69,7 +69,11 @@ def onnx_session(model: str | os.PathLike[str] | bytes, *, arena: bool = True) -
     """
     import onnxruntime as ort
 
+    from codenn_convert.thirdparty import ort_severity, quiet_onnxruntime
+
+    quiet_onnxruntime(ort)
     opts = ort.SessionOptions()
+    opts.log_severity_level = ort_severity()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.enable_cpu_mem_arena = arena
     source = model if isinstance(model, bytes) else str(model)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.verification.floor import FLOOR_FACTOR
 from codenn_convert.verification.inputs import NORMAL_INPUTS
 from codenn_convert.verification.layers import LAYER_RTOL, LayerError
 
@@ -40,6 +41,12 @@ class PairResult:
     farther: str | None = None
     #: For a pair with a reduced-precision side: the lossy criteria that judge it.
     lossy: LossyResult | None = None
+    #: Runtimes of this pair whose logits are constant for a sample (all zero, say): no
+    #: evidence of agreement, so the pair fails (:func:`.floor.degenerate`).
+    degenerate: list[str] = field(default_factory=list)
+    #: The tolerance this float32 pair was judged at: max(rtol, k x the checkpoint's float32
+    #: floor) (:mod:`.floor`); None for lossy pairs (judged by their floors).
+    tolerance: float | None = None
 
 
 @dataclass
@@ -88,6 +95,10 @@ class ModelResult:
     options: dict[str, Any] = field(default_factory=dict)
     #: ``max|x - exact| / max|exact|`` per runtime, ``exact`` the float64 torch run.
     error_vs_float64: dict[str, float | None] = field(default_factory=dict)
+    #: The checkpoint's float32 floor: the reference's (torch, golden) own distance to
+    #: float64; float32 pairs pass at max(rtol, floor_factor x floor) (:mod:`.floor`).
+    float32_floor: float | None = None
+    floor_factor: float = FLOOR_FACTOR
     #: Runtimes whose logits hold NaN/Inf -> the first layer whose output does (if found).
     nonfinite_outputs: dict[str, str | None] = field(default_factory=dict)
     #: Checkpoint tensors holding NaN/Inf: ``{"tensor": key, "count": values}``.
@@ -112,6 +123,10 @@ class ModelResult:
             parts.append("non-finite outputs in " + ", ".join(
                 name + (f" (from {layer})" if layer else "")
                 for name, layer in self.nonfinite_outputs.items()))
+        flat = sorted({n for p in self.pairs for n in p.degenerate})
+        if flat:
+            parts.append("constant (degenerate) logits in " + ", ".join(flat)
+                         + ": no evidence of agreement")
         failed = [f"{p.a} vs {p.b}" for p in self.pairs if not p.passed]
         if failed and not self.nonfinite_outputs:
             parts.append("failing pairs: " + ", ".join(failed))

@@ -247,7 +247,7 @@ class VerifyRun:
         spec = get_spec(model)
         self.model, self.config, self.say = model, config, progress or (lambda _m: None)
         self.size = twins.default_input_size(
-            model, npy_input_size(config.inputs, config.input_size))
+            model, npy_input_size(config.inputs, config.input_size), config.batch)
         # Given files are opened before any model work: a bad one costs nothing.
         self.user: list[Runner] = [*user_onnx_runners(config.onnx, self.size),
                                    *user_tflite_runners(config.tflite, self.size)]
@@ -331,7 +331,7 @@ class VerifyRun:
                 oracle=TorchRunner(tmodel, name=ORACLE, float64=True),
                 wanted=_wanted_pairs(self.config.layers, order) | lossy,
                 localise=loc.pairs, localise_failures=self.config.localise_failures,
-                timed=self.timed, judge=self.judge)
+                timed=self.timed, judge=self.judge, use_floor=self.config.rtol is None)
             fill_results(self.results, found)
             if any(r.nonfinite_outputs for r in self.results):
                 self.timed("layers (non-finite)", lambda: loc.nonfinite(self.results))
