@@ -37,13 +37,14 @@ def conv2d(
     )(x)
 
 
-def batch_norm(x: Any, *, name: str, eps: float = 1e-5) -> Any:
+def batch_norm(x: Any, *, name: str, eps: float = 1e-5, momentum: float = 0.9) -> Any:
     """``nn.BatchNorm2d``: eps set explicitly (Keras defaults to 1e-3, torch to 1e-5).
 
     Keras momentum is the weight of the *old* statistic, torch's that of the new one, so
-    torch's 0.1 is Keras's 0.9. It only matters in training, but we keep the meaning.
+    torch's 0.1 is Keras's 0.9 (``momentum`` here is Keras's). It only matters in training,
+    but we keep the meaning.
     """
-    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.9, name=name)(x)
+    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=momentum, name=name)(x)
 
 
 @keras.saving.register_keras_serializable(package="codenn")
