@@ -145,8 +145,8 @@ def to_int8(
 ) -> None:
     """Static QDQ quantisation: per-channel int8 weights, uint8 activations, MinMax ranges.
 
-    The float32 file first goes through onnxruntime's own pre-processing
-    (``quant_pre_process``: shape inference and its basic graph optimisations), which folds a
+    The float32 file first goes through onnxruntime's basic graph optimisations (the core of
+    its ``quant_pre_process``; quantize_static infers shapes itself), which fold a
     BatchNorm that tf2onnx wrote as ``Mul``/``Add`` into the conv before it, as torch's
     exporter does. Unfolded, the conv's output is quantised per tensor *before* BatchNorm
     rescales its channels, and after a depthwise conv those channels' ranges differ by orders
@@ -161,12 +161,10 @@ def to_int8(
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="codenn-int8.") as tmp, _quiet_quantizer():
         out, pre = Path(tmp) / "int8.onnx", Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        _keep_node_metadata(src, pre)
+        _basic_optimised(src, pre)
         quantize_static(
             str(pre), str(out), _Reader(calibration.data, "input"),
             nodes_to_exclude=nonfinite_constant_nodes(pre),
@@ -180,6 +178,23 @@ def to_int8(
         model = onnx.load(str(out))
     set_metadata(model, {META_PRECISION: "int8", **calibration.metadata()})
     onnx.save(model, str(dst))
+
+
+def _basic_optimised(src: str | os.PathLike[str], dst: Path) -> None:
+    """``src`` after onnxruntime's provider-independent (basic) optimisations, saved to
+    ``dst`` (initializers in ``dst.data``). The session reads ``src`` from its path, so an
+    external-data file beside it is found."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    # Initializers go to one file beside ``dst``; otherwise ORT keeps references to the
+    # external-data file of ``src``, under its own name but in ``dst``'s folder.
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", f"{dst.name}.data")
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    _keep_node_metadata(src, dst)
 
 
 def _keep_node_metadata(src: str | os.PathLike[str], dst: Path) -> None:
