@@ -210,3 +210,23 @@ def test_spec_defaults() -> None:
     assert get_spec("mobilenet_v3_large").default
     assert dict(get_spec("keras_mobilenet_v2").builder_kwargs) == {
         "arch": "mobilenet_v2", "keras_style": True}
+
+
+@pytest.mark.parametrize(("app", "alpha"), [("MobileNetV2", 0.35), ("MobileNetV3Small", 0.75),
+                                            ("MobileNetV3Large", 1.3)])
+def test_keras_alpha_rules_match_keras_applications(app: str, alpha: float) -> None:
+    """``width_mult`` on a keras variant is keras.applications' ``alpha``: the same layer
+    names (after renaming) and the same variable shapes, where Keras' rounding differs from
+    torchvision's (V2 truncates, V3 keeps a 16-channel stem, head width)."""
+    from codenn_convert.models.mobilenet import config
+    from codenn_convert.models.mobilenet.keras_applications import keras_names
+
+    name, _ = APPS[app]
+    arch = get_spec(name).builder_kwargs["arch"]
+    theirs = {layer.name: tuple(tuple(w.shape) for w in layer.weights)
+              for layer in _app(app, 32, alpha=alpha).layers if layer.weights}
+    ours = {p.name: p.keras_shapes for p in mapper.plan_keras_model(
+        get_model(name, "keras", input_size=(32, 32), width_mult=alpha))}
+    names = keras_names(config(arch, width_mult=alpha, keras_style=True))
+    assert set(theirs) == set(names)
+    assert {names[k]: v for k, v in theirs.items()} == ours

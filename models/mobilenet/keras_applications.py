@@ -55,7 +55,7 @@ def _v3_block(i: int, has_expand: bool, has_se: bool) -> dict[str, str]:
     return names | {f"{src}project": f"{dst}.{k}.0", f"{src}project_bn": f"{dst}.{k}.1"}
 
 
-def _names(cfg: NetConfig) -> dict[str, str]:
+def keras_names(cfg: NetConfig) -> dict[str, str]:
     """keras.applications layer name -> twin layer name, for ``cfg``."""
     last = f"features.{len(cfg.blocks) + 1}"
     if cfg.version == 2:
@@ -73,7 +73,7 @@ def _names(cfg: NetConfig) -> dict[str, str]:
 
 @functools.cache
 def _keras_names(arch: str) -> dict[str, str]:
-    return _names(config(arch, keras_style=True))
+    return keras_names(config(arch, keras_style=True))
 
 
 def _filter(arch: str, app: str, weights: Weights) -> Weights | None:
