@@ -12,17 +12,20 @@ from typing import Any
 import numpy as np
 
 
-def _he(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    fan_in = int(np.prod(shape[:-1]))
+def _he(rng: np.random.Generator, shape: tuple[int, ...],
+        fan_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    fan_in = int(np.prod(shape[:-1] if fan_shape is None else fan_shape))
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
-def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
+def realistic_keras_application(model: Any, seed: int = 0, *, positive_shift: bool = False
+                                ) -> np.ndarray:
     """Give ``model`` trained-looking weights in place; return a seeded N(0,1) NHWC batch.
 
     Residual branches end in a BatchNorm with a small gamma (``_3_bn`` in ResNet v1), as in
     trained ResNets; BatchNorms without gamma (InceptionV3) get positive shifts, see
-    ``codenn_convert.twins.init.positive_batchnorm_shift``.
+    ``codenn_convert.twins.init.positive_batchnorm_shift``, as do all BatchNorms with
+    ``positive_shift`` (deep trunks with few skips, e.g. MobileNets, the same hook's reason).
     """
     import keras
 
@@ -40,6 +43,8 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
                     values.append(rng.uniform(low, high, n).astype(np.float32))
                 elif kind == "beta":
                     beta = rng.uniform(0.5, 1.5, n) if not layer.scale else rng.normal(0, 0.2, n)
+                    if positive_shift and layer.scale:
+                        beta = values[0] * rng.uniform(0.5, 1.5, n)
                     values.append(beta.astype(np.float32))
                 else:
                     values.append(np.asarray(var.numpy()))
@@ -47,7 +52,9 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
             layer.momentum = 0.0
         elif layer.weights:
             kernel, *rest = layer.get_weights()
-            layer.set_weights([_he(rng, kernel.shape),
+            # A depthwise filter sees one channel: fan_in is kh * kw, not kh * kw * C.
+            depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+            layer.set_weights([_he(rng, kernel.shape, kernel.shape[:2] if depthwise else None),
                                *(rng.normal(0, 0.05, b.shape).astype(np.float32) for b in rest)])
     shape = (16, *model.input_shape[1:])
     model(rng.standard_normal(shape).astype(np.float32), training=True)  # calibrate

@@ -156,6 +156,6 @@ def test_shape_mismatch_names_key_and_shapes(tiny) -> None:  # type: ignore[no-u
 
 def test_unknown_layer_type_is_a_clear_error() -> None:
     inp = keras.Input((4, 4, 3))
-    m = keras.Model(inp, keras.layers.DepthwiseConv2D(3, name="dw")(inp))
-    with pytest.raises(CheckpointError, match="no weight-mapping rule.*DepthwiseConv2D"):
+    m = keras.Model(inp, keras.layers.SeparableConv2D(2, 3, name="sep")(inp))
+    with pytest.raises(CheckpointError, match="no weight-mapping rule.*SeparableConv2D"):
         mapper.plan_keras_model(m)

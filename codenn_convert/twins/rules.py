@@ -12,17 +12,22 @@ A rule owns everything the toolkit knows about one layer type:
 * seeded realistic weights (``init``) and whether the layer keeps running statistics that
   a calibration pass sets (``running_stats``);
 * whether exporters may fold the layer into the one feeding it (``folds_into_source``:
-  BatchNorm after a conv), which localisation needs to find its output in a graph.
+  BatchNorm after a conv), which localisation needs to find its output in a graph;
+* optionally ``torch_match(module) -> bool``: a rule for a *configuration* of a torch type
+  (a ``Conv2d`` whose ``groups`` equals its input channels is a depthwise conv). Such rules
+  are tried before the type's plain rule. The Keras side never needs one: Keras has a layer
+  type per operation (``DepthwiseConv2D``), and the mapper reads the Keras twin.
 
 A new layer type is one decorated class::
 
-    @layer_rule("depthwise_conv", torch="torch.nn.Conv2d", keras="keras.layers.DepthwiseConv2D")
-    class DepthwiseConvRule:
+    @layer_rule("layer_norm", torch="torch.nn.LayerNorm", keras="keras.layers.LayerNormalization")
+    class LayerNormRule:
         def torch_shapes(plan): ...
         def to_keras(plan, arrays): ...
         def to_torch(plan, arrays): ...
 
-Registering a name or a framework type twice raises; a layer with no rule is a one-line
+Registering a name or a framework type twice raises (a torch type may carry several rules
+that each have a ``torch_match``, plus one without); a layer with no rule is a one-line
 :class:`UnknownLayerError` naming its path and type (:func:`keras_rule`, :func:`torch_rule`).
 """
 
@@ -78,6 +83,8 @@ class LayerRule:
     folds_into_source: bool = False
     #: The rule a layer of this type takes when a Flatten of a spatial map feeds it.
     after_flatten: str | None = None
+    #: For a rule that covers only some configurations of ``torch_type`` (see module doc).
+    torch_match: Callable[[Any], bool] | None = None
 
 
 _RULES: dict[str, LayerRule] = {}
@@ -96,7 +103,7 @@ def layer_rule(name: str, *, torch: str | None, keras: str | None, extra_keys: t
         body = vars(cls)
         rule = LayerRule(name, torch, keras, body["torch_shapes"], body["to_keras"],
                          body["to_torch"], extra_keys, body.get("init"), running_stats,
-                         folds_into_source, after_flatten)
+                         folds_into_source, after_flatten, body.get("torch_match"))
         _register(rule)
         return cls
 
@@ -108,7 +115,10 @@ def _register(rule: LayerRule) -> None:
         raise ValueError(f"layer rule {rule.name!r} is already registered")
     for attr in ("torch_type", "keras_type"):
         ref = getattr(rule, attr)
-        other = next((r.name for r in _RULES.values() if ref and getattr(r, attr) == ref), None)
+        # A torch rule for one configuration (torch_match) shares its type with the others.
+        other = next((r.name for r in _RULES.values() if ref and getattr(r, attr) == ref
+                      and not (attr == "torch_type" and (rule.torch_match or r.torch_match))),
+                     None)
         if other is not None:
             raise ValueError(f"{ref} already has the layer rule {other!r}; cannot add "
                              f"{rule.name!r}")
@@ -124,22 +134,28 @@ def _resolve(ref: str) -> type | None:
         return None
 
 
-def _by_class(framework: str) -> dict[type, LayerRule]:
+def _by_class(framework: str) -> dict[type, list[LayerRule]]:
+    """Framework class -> its rules, those with a ``torch_match`` first."""
     if framework not in _BY_CLASS:
-        table = {}
-        for rule in _RULES.values():
+        table: dict[type, list[LayerRule]] = {}
+        for rule in sorted(_RULES.values(), key=lambda r: r.torch_match is None):
             ref = rule.torch_type if framework == "torch" else rule.keras_type
             cls = _resolve(ref) if ref else None
             if cls is not None:
-                table[cls] = rule
+                table.setdefault(cls, []).append(rule)
         _BY_CLASS[framework] = table
     return _BY_CLASS[framework]
 
 
 def _lookup(obj: Any, framework: str) -> LayerRule | None:
-    """The rule of ``obj``'s class or, for a subclass, of its nearest registered base."""
+    """The rule of ``obj``'s class or, for a subclass, of its nearest registered base; of a
+    class's rules the first whose ``torch_match`` accepts ``obj`` (or that has none)."""
     table = _by_class(framework)
-    return next((table[c] for c in type(obj).__mro__ if c in table), None)
+    for cls in type(obj).__mro__:
+        for rule in table.get(cls, ()):
+            if framework != "torch" or rule.torch_match is None or rule.torch_match(obj):
+                return rule
+    return None
 
 
 def _unknown(path: str, obj: Any, framework: str) -> UnknownLayerError:
@@ -196,6 +212,38 @@ class ConvRule:
         return [np.ascontiguousarray(ws[0].transpose(3, 2, 0, 1)), *ws[1:]]  # HWIO -> OIHW
 
     init = _he_init
+
+
+@layer_rule("depthwise_conv", torch="torch.nn.Conv2d", keras="keras.layers.DepthwiseConv2D")
+class DepthwiseConvRule:
+    """A depthwise ``Conv2d`` (``groups == in_channels``, ``out_channels = C * m``): weight
+    ``(C*m, 1, kH, kW)`` <-> DepthwiseConv2D kernel ``(kH, kW, C, m)``; bias ``(C*m,)`` as-is.
+
+    Output channel ``c*m + j`` is filter ``j`` of input channel ``c`` in both frameworks
+    (torch's groups take contiguous output blocks; TF's depthwise conv writes
+    ``out[..., c*m + j]``), so the map is a reshape and a transpose. Which layers are
+    depthwise comes from the twins (Keras layer type, torch ``groups``), never from shapes:
+    at ``C = 1`` a depthwise kernel has a conv's shape.
+    """
+
+    def torch_match(module: Any) -> bool:
+        return int(module.groups) > 1 and module.groups == module.in_channels
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        kh, kw, c, m = p.keras_shapes[0]
+        return _kernel_and_bias((c * m, 1, kh, kw), p)
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        kh, kw, c, m = p.keras_shapes[0]
+        kernel = ws[0].reshape(c, m, kh, kw).transpose(2, 3, 0, 1)  # (C*m,1,kh,kw)->(kh,kw,C,m)
+        return [np.ascontiguousarray(kernel), *ws[1:]]
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        kh, kw, c, m = ws[0].shape
+        weight = ws[0].transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
+        return [np.ascontiguousarray(weight), *ws[1:]]
+
+    init = _he_init  # fan_in = kh * kw: one input channel per filter
 
 
 @layer_rule("dense", torch="torch.nn.Linear", keras="keras.layers.Dense",

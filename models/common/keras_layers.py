@@ -37,13 +37,14 @@ def conv2d(
     )(x)
 
 
-def batch_norm(x: Any, *, name: str, eps: float = 1e-5) -> Any:
+def batch_norm(x: Any, *, name: str, eps: float = 1e-5, momentum: float = 0.9) -> Any:
     """``nn.BatchNorm2d``: eps set explicitly (Keras defaults to 1e-3, torch to 1e-5).
 
     Keras momentum is the weight of the *old* statistic, torch's that of the new one, so
-    torch's 0.1 is Keras's 0.9. It only matters in training, but we keep the meaning.
+    torch's 0.1 is Keras's 0.9 (``momentum`` here is Keras's). It only matters in training,
+    but we keep the meaning.
     """
-    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.9, name=name)(x)
+    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=momentum, name=name)(x)
 
 
 @keras.saving.register_keras_serializable(package="codenn")
@@ -145,3 +146,86 @@ class AdaptiveAvgPool2D(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "output_size": self.output_size}
+
+
+def depthwise_conv2d(
+    x: Any,
+    kernel_size: int | tuple[int, int],
+    *,
+    name: str,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    depth_multiplier: int = 1,
+    use_bias: bool = True,
+) -> Any:
+    """``nn.Conv2d(C, C*m, k, groups=C)`` as ``DepthwiseConv2D``, padded symmetrically.
+
+    Never ``Conv2D(groups=C)``: Keras 3 runs grouped convs on TF CPU through XLA, which
+    tf2onnx cannot export ("Unsupported ops: PartitionedCall", tf2onnx#2099), and the
+    depthwise layer rule (:mod:`codenn_convert.twins.rules`) keys on this layer type.
+    TF's depthwise kernel refuses unequal strides (nobuco#33), so those run at stride 1 and
+    keep every ``stride``-th row and column (what a strided 'valid' window computes).
+    """
+    pad, strides = _pair(padding), _pair(stride)
+    if pad != (0, 0):
+        x = layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
+    equal = strides[0] == strides[1]
+    x = layers.DepthwiseConv2D(
+        _pair(kernel_size), strides=strides if equal else (1, 1), padding="valid",
+        depth_multiplier=depth_multiplier, use_bias=use_bias, name=name,
+    )(x)
+    return x if equal else Subsample2D(strides, name=f"{name}.subsample")(x)
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class Subsample2D(layers.Layer):
+    """Keep rows ``0, sh, 2 sh, ...`` and columns ``0, sw, ...`` (a strided slice)."""
+
+    def __init__(self, strides: int | tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.strides = _pair(strides)
+
+    def call(self, x: Any) -> Any:
+        sh, sw = self.strides
+        return x[:, ::sh, ::sw, :]
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        n, h, w, c = shape
+        sh, sw = self.strides
+        return (n, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "strides": self.strides}
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class HardSigmoid(layers.Layer):
+    """``nn.Hardsigmoid``: torch computes ``min(max(x + 3, 0), 6) / 6``, and so do we, op for
+    op (Keras 2's ``hard_sigmoid`` was ``0.2 x + 0.5``, so we never rely on the name)."""
+
+    def call(self, x: Any) -> Any:
+        return ops.divide(ops.relu6(ops.add(x, 3.0)), 6.0)
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class HardSwish(layers.Layer):
+    """``nn.Hardswish``: torch computes ``x * min(max(x + 3, 0), 6) / 6`` left to right, i.e.
+    ``(x * relu6(x + 3)) / 6``. Keras' ``hard_silu`` is ``x * (relu6(x + 3) / 6)``, which
+    rounds differently (1 ulp), so this layer keeps torch's order."""
+
+    def call(self, x: Any) -> Any:
+        return ops.divide(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 6.0)
+
+
+#: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value).
+ACTIVATIONS: dict[str, Any] = {
+    "ReLU": lambda name: layers.ReLU(name=name),
+    "ReLU6": lambda name: layers.ReLU(max_value=6.0, name=name),
+    "Hardswish": lambda name: HardSwish(name=name),
+    "Hardsigmoid": lambda name: HardSigmoid(name=name),
+}
+
+
+def activation(x: Any, kind: str, *, name: str) -> Any:
+    """Apply torch activation ``kind`` (a key of :data:`ACTIVATIONS`) as a Keras layer."""
+    return ACTIVATIONS[kind](name)(x)
