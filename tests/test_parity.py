@@ -1,5 +1,8 @@
-"""Full-size four-runtime parity of every registered model (marked ``parity``: slow).
+"""Full-size four-runtime parity, once per family (marked ``parity``: slow).
 
+Every registered model is held to the same contract at a small size (tests/test_models.py);
+here one model of each family, and one of its keras.applications variants where it has
+them, runs at its full input size: the family's default model, else its first registered.
 Select with ``pytest -m parity``; ``make test`` runs them too.
 """
 
@@ -19,7 +22,25 @@ from tests.conftest import check_onnx_interface, run_cli
 pytestmark = pytest.mark.parity
 
 
-@pytest.mark.parametrize("name", list_models())
+def one_per_family() -> list[str]:
+    """A model per (family, keras.applications variant or not): the default, else the first."""
+    chosen: dict[tuple[str, bool], str] = {}
+    for name in list_models():
+        spec = get_spec(name)
+        group = (spec.family, spec.keras_filter is not None)
+        if group not in chosen or (spec.default and not get_spec(chosen[group]).default):
+            chosen[group] = name
+    return list(chosen.values())
+
+
+def test_one_per_family_covers_every_family() -> None:
+    families = {get_spec(n).family for n in list_models()}
+    chosen = one_per_family()
+    assert {get_spec(n).family for n in chosen} == families
+    assert len(chosen) == len(set(chosen)) <= 2 * len(families)
+
+
+@pytest.mark.parametrize("name", one_per_family())
 def test_every_model_passes_all_six_pairs_at_full_size(name: str, tmp_path: Path) -> None:
     result = verify(name, batch=2, seed=0, work_dir=tmp_path)
     assert result.input_shape == [2, 3, *get_spec(name).input_size]
