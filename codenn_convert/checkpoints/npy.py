@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codenn_convert.checkpoints.npyfile import NpyError, ObjectDtypeError, read_header
 from codenn_convert.errors import UsageError
 
 #: What a ``.npy`` batch must be, as the error messages say it.
@@ -21,19 +22,17 @@ EXPECTED = "a float32 NCHW batch [N, 3, H, W]"
 
 
 def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """``(shape, dtype, fortran_order, data offset)`` from the header alone."""
+    """``(shape, dtype, fortran_order, data offset)`` from the header alone (the one header
+    reader, :func:`codenn_convert.checkpoints.npyfile.read_header`, shared with golden files)."""
     try:
         with path.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # 3.0 only exists for structured dtypes with unicode field names
-                raise ValueError(f"unsupported .npy format version {version}")
-            return tuple(shape), dtype, fortran, f.tell()
-    except (ValueError, OSError) as exc:
+            h = read_header(f)
+    except ObjectDtypeError:
+        raise UsageError(f"{path}: expected {EXPECTED}, found dtype object (Python objects "
+                         "are never loaded)") from None
+    except (NpyError, OSError) as exc:
         raise UsageError(f"{path} is not a .npy file: {str(exc)[:120]}") from None
+    return h.shape, h.dtype, h.fortran, h.offset
 
 
 def npy_header(path: str | os.PathLike[str], *, what: str = "input file",

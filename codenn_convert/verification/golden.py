@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from codenn_convert.checkpoints import npyfile
 from codenn_convert.checkpoints.atomic import atomic_output
 from codenn_convert.errors import CheckpointError, UsageError
 from codenn_convert.export.precision import PRECISION_MODES
-from codenn_convert.verification import npyfile
 from codenn_convert.verification.engine import compare_runners, fill_results
 from codenn_convert.verification.environment import environment
 from codenn_convert.verification.inputs import NORMAL_INPUTS

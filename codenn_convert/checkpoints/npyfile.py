@@ -22,6 +22,10 @@ class NpyError(ValueError):
     """A header that is unreadable, or that the data does not match."""
 
 
+class ObjectDtypeError(NpyError):
+    """A header whose dtype holds Python objects: a pickle, never loaded."""
+
+
 @dataclass(frozen=True)
 class NpyHeader:
     """What a ``.npy`` header says: shape, dtype, Fortran order, and where the data starts."""
@@ -54,7 +58,7 @@ def read_header(f: IO[bytes]) -> NpyHeader:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise NpyError(f"not a .npy array ({_first(exc)})") from None
     if dtype.hasobject:
-        raise NpyError(f"dtype {dtype} holds Python objects (a pickle), never loaded")
+        raise ObjectDtypeError(f"dtype {dtype} holds Python objects (a pickle), never loaded")
     return NpyHeader(tuple(int(n) for n in shape), dtype, bool(fortran), f.tell())
 
 
