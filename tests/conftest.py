@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,3 +91,26 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> float:
     """max|a-b| / max|a|, the project's float32 parity measure."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def check_onnx_interface(path: Path, size: tuple[int, int], classes: int) -> None:
+    """The documented interface of our exports: one float32 input ``input`` ``[N, 3, H, W]``
+    and one output ``logits`` ``[N, classes]``, ``N`` symbolic; ``codenn.precision`` fp32."""
+    import onnx
+
+    from codenn_convert.export.metadata import META_PRECISION, read_metadata
+    from codenn_convert.interface import INPUT_NAME, OUTPUT_NAME
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    (inp,), (out,) = graph.input, graph.output
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    float32 = onnx.TensorProto.FLOAT
+    assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == float32
+    n, *rest = dims(inp)
+    assert isinstance(n, str) and rest == [3, *size], dims(inp)
+    assert isinstance(dims(out)[0], str) and dims(out)[1:] == [classes], dims(out)
+    assert read_metadata(path)[META_PRECISION] == "fp32"

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from codenn_convert.errors import UsageError
 from codenn_convert.registry import get_model, get_spec, list_models
 from codenn_convert.twins.build import inference_view, keras_twin, mapper, torch_twin
 from codenn_convert.twins.init import realistic_state
@@ -142,11 +141,6 @@ def test_75_is_the_smallest_input() -> None:
             with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
                 model(torch.zeros(1, 3, *size))
 
-
-@pytest.mark.parametrize("size", [(74, 74), (74, 299), (299, 74)])
-def test_below_min_input_size_is_refused(size: tuple[int, int]) -> None:
-    with pytest.raises(UsageError, match="too small for inception_v3: the minimum is 75x75"):
-        get_model(NAME, "keras", input_size=size)
 
 
 # --- Keras twin structure ---------------------------------------------------------------
@@ -333,17 +327,3 @@ def test_realistic_state_calibrates_the_aux_head() -> None:
         if key.endswith("bn.bias"):
             ratio = state[key] / state[key.replace(".bias", ".weight")]
             assert ratio.min() >= 0.5 - 1e-6 and ratio.max() <= 1.5 + 1e-6
-
-
-def test_torch_keras_torch_round_trip_is_bit_identical() -> None:
-    state = _state()
-    kmodel = _keras((75, 75))  # weights were set from state through the mapper
-    plan = mapper.plan_keras_model(kmodel)
-    _, tracked = mapper.torch_to_keras(state, plan, NAME)
-    back = mapper.keras_to_torch(mapper.get_keras_weights(kmodel), plan, NAME, tracked)
-    assert back.keys() == state.keys()
-    for key, value in state.items():
-        assert back[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(back[key], value, err_msg=key)
-    assert "AuxLogits.fc.weight" in back and back["AuxLogits.conv1.bn.num_batches_tracked"] > 0
-    torch_twin(NAME, back)  # loads with strict=True

@@ -14,14 +14,14 @@ import pytest
 
 from codenn_convert.registry import get_spec, list_models
 from codenn_convert.verification import seeded_batch, verify
-from tests.conftest import run_cli
+from tests.conftest import check_onnx_interface, run_cli
 
 pytestmark = pytest.mark.parity
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_passes_all_six_pairs_at_full_size(name: str) -> None:
-    result = verify(name, batch=2, seed=0)
+def test_every_model_passes_all_six_pairs_at_full_size(name: str, tmp_path: Path) -> None:
+    result = verify(name, batch=2, seed=0, work_dir=tmp_path)
     assert result.input_shape == [2, 3, *get_spec(name).input_size]
     assert len(result.pairs) == 6
     for pair in result.pairs:
@@ -31,6 +31,10 @@ def test_every_model_passes_all_six_pairs_at_full_size(name: str) -> None:
     assert set(result.error_vs_float64) == {"torch", "keras", "onnx-torch", "onnx-keras"}
     for runtime, err in result.error_vs_float64.items():
         assert err is not None and err <= 1e-5, (runtime, err)
+    # Both exports have the documented interface (the model contract, tests/test_models.py).
+    for fw in ("torch", "keras"):
+        check_onnx_interface(tmp_path / f"{name}.{fw}.onnx", get_spec(name).input_size,
+                             get_spec(name).builder_kwargs.get("num_classes", 1000))
 
 
 def test_resnet50_odd_non_square_size_through_the_cli(tmp_path: Path) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from codenn_convert.errors import UsageError
 from codenn_convert.registry import ModelSpec, get_model, get_spec, list_models, register_model
-from codenn_convert.twins import mapper
 
 MODELS = list_models()
 
@@ -36,19 +34,6 @@ def test_too_small_input_is_refused_before_building() -> None:
     with pytest.raises(UsageError, match=f"minimum is {h}x{w}"):
         get_model("alexnet", "keras", input_size=(h - 1, w))
 
-
-@pytest.mark.parametrize("name", MODELS)
-def test_twins_agree_on_keys_shapes_and_parameter_count(name: str) -> None:
-    """The torch twin's state_dict is exactly what the Keras twin's layer plan implies,
-    and the parameter count matches the spec (torchvision's number)."""
-    spec = get_spec(name)
-    tmodel = get_model(name, "torch")
-    assert sum(p.numel() for p in tmodel.parameters()) == spec.num_params
-    kmodel = get_model(name, "keras")
-    expected = mapper.expected_torch_state(mapper.plan_keras_model(kmodel))
-    actual = {k: tuple(v.shape) for k, v in tmodel.state_dict().items()}
-    assert actual == expected
-    assert int(sum(np.prod(v.shape) for v in kmodel.trainable_weights)) == spec.num_params
 
 
 @pytest.mark.parametrize("name", MODELS)

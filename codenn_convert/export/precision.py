@@ -200,8 +200,8 @@ class PrecisionMode:
 
 
 #: Defaults per precision, measured with ``benchmarks/bench_precision.py`` on the default
-#: models (alexnet, vgg19, resnet50, inception_v3; both frameworks; batch 8; README, section
-#: "Deployment precision"). Worst measured fp16 (synthetic and N(0,1) inputs): 41.0 dB,
+#: models (alexnet, vgg19, resnet50, inception_v3; both frameworks; batch 8; docs/precision.md,
+#: section "Deployment precision"). Worst measured fp16 (synthetic and N(0,1) inputs): 41.0 dB,
 #: cosine 0.99996, top-1 0.875, top-5 1.0. Worst int8 on inputs like its calibration data
 #: (held-out synthetic images): 25.6 dB, cosine 0.9987, top-1 0.875, top-5 0.925. SQNR sits
 #: ~6 dB (4x the noise energy) below the worst; cosine follows it (1 - cos ~ 10^(-SQNR/10)/2).

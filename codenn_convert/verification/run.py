@@ -148,8 +148,8 @@ def _wanted_pairs(layers: bool | Collection[tuple[str, str]], pairs: Sequence[tu
 
 def _lossy_inputs(inputs: list[Batch], seed: int) -> list[Batch]:
     """The seeded N(0,1) batch replaced by held-out synthetic photo-like images
-    (:func:`codenn_convert.export.precision.synthetic_images`, seed ``seed + 1``; int8 is calibrated
-    on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
+    (:func:`codenn_convert.export.calibration.synthetic_images`, seed ``seed + 1``; int8 is
+    calibrated on seed ``seed``): int8 ranges are calibrated for image-like data, and N(0,1) noise
     overflows them. Photos and ``.npy`` batches stay as given."""
     return [(f"{SYNTHETIC_INPUTS}seed {seed + 1}",
              synthetic_images(len(x), (x.shape[2], x.shape[3]), seed=seed + 1))

@@ -2,9 +2,10 @@
 registration (:func:`runtime`) beside it.
 
 A runner has a ``name``, runs NCHW float32 batches to logits, and may offer a probe of its
-layer outputs for localisation (:class:`codenn_convert.verification.localise.Probe`). The verifier's
-orchestration (:func:`codenn_convert.verification.run.compare_runners`) only sees this interface,
-in the manner of Polygraphy's runners and ``Comparator.run(runners, data_loader)``.
+layer outputs for localisation (:class:`codenn_convert.verification.probes.Probe`, imported
+only when asked for: the runtimes do not depend on the diagnostic layer). The comparison
+engine (:func:`codenn_convert.verification.engine.compare_runners`) only sees this
+interface, in the manner of Polygraphy's runners and ``Comparator.run(runners, data_loader)``.
 
 Frameworks are imported inside the runners that need them: the ONNX and golden runners
 never import torch or TensorFlow, which keeps ``codenn check`` light.
