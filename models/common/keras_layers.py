@@ -216,8 +216,21 @@ class HardSwish(layers.Layer):
         return ops.divide(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 6.0)
 
 
-#: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value;
-#: ``GELU`` is torch's exact erf form, Keras' default ``approximate=False``).
+@keras.saving.register_keras_serializable(package="codenn")
+class GELU(layers.Layer):
+    """Exact (erf) ``nn.GELU()`` in torch's op order, ``x * 0.5 * (1 + erf(x / sqrt 2))``.
+
+    Keras' own ``gelu`` runs TF's ``Gelu``, which is ``erfc``-based: tf2onnx passes TF's
+    ``Erfc`` through, and ONNX has no such op, so the Keras export would not load. ``erf``
+    maps to ONNX ``Erf``. Never the tanh approximation: ConvNeXt is trained with the exact
+    form, and the two differ by ~1e-3."""
+
+    def call(self, x: Any) -> Any:
+        half = ops.multiply(x, 0.5)
+        return ops.multiply(half, ops.add(ops.erf(ops.multiply(x, math.sqrt(0.5))), 1.0))
+
+
+#: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value).
 ACTIVATIONS: dict[str, Any] = {
     "ReLU": lambda name: layers.ReLU(name=name),
     "ReLU6": lambda name: layers.ReLU(max_value=6.0, name=name),
@@ -225,7 +238,7 @@ ACTIVATIONS: dict[str, Any] = {
     "Hardsigmoid": lambda name: HardSigmoid(name=name),
     "SiLU": lambda name: layers.Activation("silu", name=name),
     "Sigmoid": lambda name: layers.Activation("sigmoid", name=name),
-    "GELU": lambda name: layers.Activation("gelu", name=name),
+    "GELU": lambda name: GELU(name=name),
 }
 
 
