@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def _he(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     fan_in = int(np.prod(shape[:-1]))
@@ -22,14 +25,23 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
 
     Residual branches end in a BatchNorm with a small gamma (``_3_bn`` in ResNet v1), as in
     trained ResNets; BatchNorms without gamma (InceptionV3) get positive shifts, see
-    ``codenn_convert.twins.init.positive_batchnorm_shift``.
+    ``codenn_convert.twins.init.positive_batchnorm_shift``. A model with in-model
+    preprocessing (EfficientNet's ``Rescaling(1/255)`` and ``Normalization``) gets ImageNet
+    statistics there and raw pixels in [0, 255) as inputs.
     """
     import keras
 
     rng = np.random.default_rng(seed)
     bns = []
+    pixels = False
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, keras.layers.Normalization):
+            pixels = True
+            layer.set_weights([np.array(IMAGENET_MEAN, np.float32),
+                               np.square(np.array(IMAGENET_STD, np.float32)),
+                               np.array(1_281_167)])
+            layer.finalize_state()  # Keras only refreshes its constants here
+        elif isinstance(layer, keras.layers.BatchNormalization):
             bns.append(layer)
             values = []
             for var in layer.weights:
@@ -49,8 +61,12 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
             kernel, *rest = layer.get_weights()
             layer.set_weights([_he(rng, kernel.shape),
                                *(rng.normal(0, 0.05, b.shape).astype(np.float32) for b in rest)])
-    shape = (16, *model.input_shape[1:])
-    model(rng.standard_normal(shape).astype(np.float32), training=True)  # calibrate
+    def batch(n: int) -> np.ndarray:
+        shape = (n, *model.input_shape[1:])
+        x = rng.uniform(0, 255, shape) if pixels else rng.standard_normal(shape)
+        return x.astype(np.float32)
+
+    model(batch(16), training=True)  # calibrate
     for layer in bns:
         layer.momentum = 0.99
-    return rng.standard_normal((2, *model.input_shape[1:])).astype(np.float32)
+    return batch(2)

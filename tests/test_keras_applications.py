@@ -1,5 +1,6 @@
-"""keras.applications VGG16/19, ResNet50/101/152 and InceptionV3 into our torch twins, in both
-file layouts, through the CLI, with parity against keras.applications' own model.
+"""keras.applications VGG16/19, ResNet50/101/152, InceptionV3 and EfficientNetB0 into our
+torch twins, in both file layouts, through the CLI, with parity against keras.applications'
+own model.
 
 The Keras 3 ``.weights.h5`` goes through two-argument ``codenn convert`` (the model is
 identified from the file) and the torch twin; the legacy HDF5 of the downloads
@@ -34,6 +35,8 @@ APPS: dict[str, tuple[str, int, str]] = {
     "InceptionV3": ("keras_inception_v3", 299, "inception_v3"),
     "VGG16": ("vgg16", 224, "vgg16"),
     "VGG19": ("vgg19", 224, "vgg19"),
+    # In-model Rescaling(1/255) and Normalization (mean, variance, count in the file).
+    "EfficientNetB0": ("keras_efficientnet_b0", 64, "efficientnetb0"),
 }
 # Full-size VGG (550 MB per copy) runs with the other full-size checks (-m parity).
 PARAMS = [pytest.param(app, marks=[pytest.mark.parity] if app.startswith("VGG") else [])

@@ -102,6 +102,40 @@ VARIANTS: dict[str, EfficientNetVariant] = {
 }
 
 
+@dataclass(frozen=True)
+class EfficientNetStyle:
+    """Where keras.applications' EfficientNet differs from torchvision's (the keras_*
+    variants' builder options; torchvision's values by default).
+
+    * ``tf_padding``: stride-2 convs pad like ``imagenet_utils.correct_pad`` (TF 'same':
+      (k//2 - 1, k//2) at even sizes) instead of (k-1)//2 on both sides;
+    * ``bn_eps``: Keras' BatchNormalization default 1e-3 for every variant;
+    * ``preprocessing``: the model starts with ``Rescaling(1/255)`` and a
+      ``Normalization`` whose mean, variance and count are weights of the file.
+
+    The SE convs have biases and the head (1x1 conv to round_filters(1280), BN, swish,
+    pool, dense) is torchvision's in both, so neither needs an option.
+    """
+
+    tf_padding: bool = False
+    bn_eps: float | None = None  # None: the variant's (torchvision) eps
+    preprocessing: bool = False
+
+
+TORCHVISION_STYLE = EfficientNetStyle()
+#: keras.applications' style, as builder options (``EfficientNetStyle`` fields).
+KERAS_APPLICATIONS_STYLE = {"tf_padding": True, "bn_eps": 1e-3, "preprocessing": True}
+#: Keras' backend epsilon, the floor of the Normalization layer's standard deviation.
+KERAS_EPSILON = 1e-7
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF 'same' padding (before, after) of one axis; for stride 2 it is correct_pad's."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 def make_divisible(v: float, divisor: int = 8) -> int:
     """torchvision's ``_make_divisible``: round to a multiple of ``divisor``, never more
     than 10% down."""
@@ -142,18 +176,32 @@ MIN_INPUT_SIZE = (1, 1)
 
 _PKG = "codenn_convert.models.efficientnet"
 
-for _name, _v in VARIANTS.items():
+
+def _register(name: str, variant: str, *, style: dict[str, object],
+              keras_filter: str | None = None) -> None:
+    v = VARIANTS[variant]
     register_model(
         ModelSpec(
-            name=_name,
+            name=name,
             family="efficientnet",
             torch_builder=f"{_PKG}.torch_efficientnet:efficientnet",
             keras_builder=f"{_PKG}.keras_efficientnet:efficientnet",
-            input_size=_v.input_size,
+            input_size=v.input_size,
             min_input_size=MIN_INPUT_SIZE,
-            num_params=_v.num_params,
-            default=_v.default,
-            builder_kwargs=MappingProxyType({"variant": _name}),
+            num_params=v.num_params,
+            default=v.default and not style,
+            builder_kwargs=MappingProxyType({"variant": variant, **style}),
             init_hooks=(f"{_PKG}.torch_efficientnet:small_residual_gamma",),
+            keras_filter=keras_filter,
         )
     )
+
+
+for _name in VARIANTS:
+    _register(_name, _name, style={})
+# keras.applications EfficientNetB0-B7: torchvision's trees (same parameter counts) in
+# Keras' style; V2 is not among them here.
+for _b in range(8):
+    _register(f"keras_efficientnet_b{_b}", f"efficientnet_b{_b}",
+              style=KERAS_APPLICATIONS_STYLE,
+              keras_filter=f"{_PKG}.keras_applications:keras_filter")
