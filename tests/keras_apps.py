@@ -11,21 +11,26 @@ from typing import Any
 
 import numpy as np
 
+#: The last BatchNorm of a residual branch: ResNet v1's ``_3_bn``, EfficientNet's
+#: ``_project_bn`` (trained nets have small gammas there; see ``realistic_keras_application``).
+RESIDUAL_BN = ("_3_bn", "_project_bn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _he(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    fan_in = int(np.prod(shape[:-1]))
+def _he(rng: np.random.Generator, shape: tuple[int, ...], depthwise: bool = False
+        ) -> np.ndarray:
+    # A depthwise kernel (kh, kw, C, m) sees kh * kw inputs per output, not kh * kw * C.
+    fan_in = int(np.prod(shape[:2] if depthwise else shape[:-1]))
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
 def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
     """Give ``model`` trained-looking weights in place; return a seeded N(0,1) NHWC batch.
 
-    Residual branches end in a BatchNorm with a small gamma (``_3_bn`` in ResNet v1), as in
-    trained ResNets; BatchNorms without gamma (InceptionV3) get positive shifts, see
-    ``codenn_convert.twins.init.positive_batchnorm_shift``. A model with in-model
+    Residual branches end in a BatchNorm with a small gamma (:data:`RESIDUAL_BN`), as in
+    trained ResNets and EfficientNets; BatchNorms without gamma (InceptionV3) get positive
+    shifts, see ``codenn_convert.twins.init.positive_batchnorm_shift``. A model with in-model
     preprocessing (EfficientNet's ``Rescaling(1/255)`` and ``Normalization``) gets ImageNet
     statistics there and raw pixels in [0, 255) as inputs.
     """
@@ -48,7 +53,7 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
                 n = var.shape[0]
                 kind = var.path.rsplit("/", 1)[-1]
                 if kind == "gamma":
-                    low, high = (0.0, 0.2) if layer.name.endswith("_3_bn") else (0.5, 1.5)
+                    low, high = (0.0, 0.2) if layer.name.endswith(RESIDUAL_BN) else (0.5, 1.5)
                     values.append(rng.uniform(low, high, n).astype(np.float32))
                 elif kind == "beta":
                     beta = rng.uniform(0.5, 1.5, n) if not layer.scale else rng.normal(0, 0.2, n)
@@ -59,7 +64,8 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
             layer.momentum = 0.0
         elif layer.weights:
             kernel, *rest = layer.get_weights()
-            layer.set_weights([_he(rng, kernel.shape),
+            depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+            layer.set_weights([_he(rng, kernel.shape, depthwise),
                                *(rng.normal(0, 0.05, b.shape).astype(np.float32) for b in rest)])
     def batch(n: int) -> np.ndarray:
         shape = (n, *model.input_shape[1:])

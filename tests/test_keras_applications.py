@@ -35,8 +35,10 @@ APPS: dict[str, tuple[str, int, str]] = {
     "InceptionV3": ("keras_inception_v3", 299, "inception_v3"),
     "VGG16": ("vgg16", 224, "vgg16"),
     "VGG19": ("vgg19", 224, "vgg19"),
-    # In-model Rescaling(1/255) and Normalization (mean, variance, count in the file).
-    "EfficientNetB0": ("keras_efficientnet_b0", 64, "efficientnetb0"),
+    # In-model Rescaling(1/255) and Normalization (mean, variance, count in the file). At
+    # 64x64 its last stages run on 2x2 maps and float32 rounding alone reaches 5e-6 of the
+    # logits on both sides (vs float64, measured: Keras 5.2e-6, torch 3.9e-6); at 128, 2.7e-6.
+    "EfficientNetB0": ("keras_efficientnet_b0", 128, "efficientnetb0"),
 }
 # Full-size VGG (550 MB per copy) runs with the other full-size checks (-m parity).
 PARAMS = [pytest.param(app, marks=[pytest.mark.parity] if app.startswith("VGG") else [])
