@@ -144,3 +144,22 @@ def test_b0_full_size_parity(tmp_path: Path) -> None:
     assert len(result.pairs) == 6 and result.passed
     assert all(p.passed and p.max_rel <= 1e-5 for p in result.pairs)
     assert all(e is not None and e <= 1e-5 for e in result.error_vs_float64.values())
+
+
+def test_keras_style_with_imagenet_rescaling_twins_agree() -> None:
+    """keras_efficientnet_b0 with ``imagenet_rescaling`` (weights="imagenet" models): the
+    extra per-channel Rescaling is in both twins, which agree."""
+    name, size, opts = "keras_efficientnet_b0", (48, 40), {"imagenet_rescaling": True}
+    state = realistic_state(name, seed=0, **opts)
+    assert {"normalization.mean", "normalization.variance", "normalization.count"} <= set(state)
+    tm = torch_twin(name, state, **opts)
+    km = keras_twin(name, state, input_size=size, **opts)
+    scale = km.get_layer("stddev_scale").scale
+    assert np.allclose(scale, [1 / np.sqrt(s) for s in (0.229, 0.224, 0.225)])
+    x = seeded_batch(2, size, seed=2)
+    with torch.no_grad():
+        ref = tm(torch.from_numpy(x)).numpy()
+        plain = torch_twin(name, state)(torch.from_numpy(x)).numpy()
+    out = np.asarray(km(x.transpose(0, 2, 3, 1)))
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(plain - ref).max() > 1e-3 * np.abs(ref).max()  # the option changes it

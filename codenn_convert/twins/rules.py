@@ -367,7 +367,9 @@ class NormalizationRule:
         return [*ws[:2], np.asarray(ws[2], dtype=np.int64)]  # Keras may hold count as int32
 
     def init(module: Any, gen: Any) -> None:
-        """ImageNet-like statistics of 0..1 pixels: mean ~0.45, variance ~0.05."""
-        module.mean.uniform_(0.4, 0.5, generator=gen)
-        module.variance.uniform_(0.04, 0.07, generator=gen)
+        """Statistics of the seeded inputs after keras.applications' ``Rescaling(1/255)``:
+        the verifier feeds N(0, 1) batches, which then have mean ~0 and variance ~255^-2.
+        (ImageNet's pixel statistics would squash those inputs to a near-constant map.)"""
+        module.mean.uniform_(-0.1 / 255, 0.1 / 255, generator=gen)
+        module.variance.uniform_(0.8 / 255**2, 1.2 / 255**2, generator=gen)
         module.count.fill_(1_281_167)

@@ -91,3 +91,14 @@ class Rescaling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.offset
+
+
+class ChannelScale(nn.Module):
+    """Keras' weight-free ``Rescaling(scale=[s_c])`` with one scale per channel (NCHW)."""
+
+    def __init__(self, scale: list[float]) -> None:
+        super().__init__()
+        self.scale = list(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.new_tensor(self.scale).view(1, -1, 1, 1)

@@ -113,6 +113,12 @@ class EfficientNetStyle:
     * ``preprocessing``: the model starts with ``Rescaling(1/255)`` and a
       ``Normalization`` whose mean, variance and count are weights of the file.
 
+    * ``imagenet_rescaling``: ``EfficientNetB*(weights="imagenet")`` adds, after the
+      Normalization, a weight-free ``Rescaling(1 / sqrt(IMAGENET_STDDEV_RGB))``: its
+      weight file stores the standard deviations as the "variance" (tensorflow#49930).
+      A weights file cannot tell the two models apart, so this is an option
+      (``--option imagenet_rescaling=true``) for the function of the ImageNet model.
+
     The SE convs have biases and the head (1x1 conv to round_filters(1280), BN, swish,
     pool, dense) is torchvision's in both, so neither needs an option.
     """
@@ -120,11 +126,14 @@ class EfficientNetStyle:
     tf_padding: bool = False
     bn_eps: float | None = None  # None: the variant's (torchvision) eps
     preprocessing: bool = False
+    imagenet_rescaling: bool = False
 
 
 TORCHVISION_STYLE = EfficientNetStyle()
 #: keras.applications' style, as builder options (``EfficientNetStyle`` fields).
 KERAS_APPLICATIONS_STYLE = {"tf_padding": True, "bn_eps": 1e-3, "preprocessing": True}
+#: keras.applications.efficientnet.IMAGENET_STDDEV_RGB (see ``imagenet_rescaling``).
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 #: Keras' backend epsilon, the floor of the Normalization layer's standard deviation.
 KERAS_EPSILON = 1e-7
 

@@ -11,6 +11,7 @@ Stochastic depth is the identity at inference and has no layer here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from codenn_convert.models.common.keras_layers import (
     depthwise_conv2d,
 )
 from codenn_convert.models.efficientnet import (
+    IMAGENET_STDDEV_RGB,
     VARIANTS,
     Block,
     EfficientNetStyle,
@@ -94,10 +96,12 @@ def mbconv(x: Any, b: Block, norm: _Norm, *, name: str) -> Any:
 
 def efficientnet(*, variant: str, input_size: tuple[int, int] = (224, 224),
                  num_classes: int = 1000, tf_padding: bool = False, bn_eps: float | None = None,
-                 preprocessing: bool = False) -> keras.Model:
+                 preprocessing: bool = False, imagenet_rescaling: bool = False) -> keras.Model:
     """The Keras twin of the EfficientNet ``variant`` for a fixed (H, W), in torchvision's
     style or, through the options (:class:`EfficientNetStyle`), keras.applications'."""
-    style = EfficientNetStyle(tf_padding=tf_padding, bn_eps=bn_eps, preprocessing=preprocessing)
+    style = EfficientNetStyle(tf_padding=tf_padding, bn_eps=bn_eps,
+                              preprocessing=preprocessing,
+                              imagenet_rescaling=imagenet_rescaling)
     v = VARIANTS[variant]
     norm = _Norm(style.bn_eps or v.bn_eps, style.tf_padding)
     inputs = keras.Input((*input_size, 3), name="input")
@@ -105,6 +109,9 @@ def efficientnet(*, variant: str, input_size: tuple[int, int] = (224, 224),
     if style.preprocessing:  # keras.applications: raw 0..255 pixels in
         x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
         x = SyncedNormalization(axis=-1, name="normalization")(x)
+    if style.imagenet_rescaling:  # weights="imagenet" models (tensorflow#49930)
+        scale = [1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB]
+        x = layers.Rescaling(scale, name="stddev_scale")(x)
     x = conv_bn_act(x, stem_channels(v), 3, norm, stride=2, name="features.0")
     stages = blocks(v)
     for s, stage in enumerate(stages, start=1):

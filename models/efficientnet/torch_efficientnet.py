@@ -3,6 +3,7 @@ state_dict keys (``features.<s>.<b>.block.<i>...``, ``classifier.1``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -10,11 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from codenn_convert.models.common.torch_layers import (
+    ChannelScale,
     KerasNormalization,
     Rescaling,
     StochasticDepth,
 )
 from codenn_convert.models.efficientnet import (
+    IMAGENET_STDDEV_RGB,
     KERAS_EPSILON,
     TORCHVISION_STYLE,
     VARIANTS,
@@ -129,6 +132,9 @@ class EfficientNet(nn.Module):
         if style.preprocessing:  # keras.applications: Rescaling(1/255), Normalization
             self.rescaling = Rescaling(1.0 / 255.0)
             self.normalization = KerasNormalization(3, eps=KERAS_EPSILON)
+        self.stddev_scale = (
+            ChannelScale([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB])
+            if style.imagenet_rescaling else None)
         stages = blocks(v)
         total = sum(len(s) for s in stages)
         layers: list[nn.Module] = [ConvNormActivation(3, stem_channels(v), 3, norm, stride=2)]
@@ -149,15 +155,20 @@ class EfficientNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preprocessing:
             x = self.normalization(self.rescaling(x))
+        if self.stddev_scale is not None:
+            x = self.stddev_scale(x)
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
 
 
 def efficientnet(*, variant: str, num_classes: int = 1000, tf_padding: bool = False,
-                 bn_eps: float | None = None, preprocessing: bool = False) -> EfficientNet:
+                 bn_eps: float | None = None, preprocessing: bool = False,
+                 imagenet_rescaling: bool = False) -> EfficientNet:
     """Build the EfficientNet ``variant`` of :data:`VARIANTS` (random weights); the style
     options (:class:`EfficientNetStyle`) default to torchvision's."""
-    style = EfficientNetStyle(tf_padding=tf_padding, bn_eps=bn_eps, preprocessing=preprocessing)
+    style = EfficientNetStyle(tf_padding=tf_padding, bn_eps=bn_eps,
+                              preprocessing=preprocessing,
+                              imagenet_rescaling=imagenet_rescaling)
     return EfficientNet(variant, num_classes, style)
 
 
