@@ -183,7 +183,7 @@ def test_bad_precision_arguments_are_one_line_errors(args: tuple[str, ...], need
 
 
 def test_lossy_inputs_are_image_like() -> None:
-    from codenn_convert.verification import _lossy_inputs
+    from codenn_convert.verification.run import _lossy_inputs
 
     x = np.zeros((2, 3, 8, 8), np.float32)
     [(label, batch), kept] = _lossy_inputs([("normal(0,1)", x), ("npy:a.npy", x)], seed=3)
