@@ -41,11 +41,19 @@ def realistic_keras_application(model: Any, seed: int = 0) -> np.ndarray:
     pixels = False
     for layer in model.layers:
         if isinstance(layer, keras.layers.Normalization):
-            pixels = True
-            layer.set_weights([np.array(IMAGENET_MEAN, np.float32),
-                               np.square(np.array(IMAGENET_STD, np.float32)),
-                               np.array(1_281_167)])
-            layer.finalize_state()  # Keras only refreshes its constants here
+            pixels = True  # ConvNeXt's has constants, EfficientNet's weights
+            if layer.weights:
+                layer.set_weights([np.array(IMAGENET_MEAN, np.float32),
+                                   np.square(np.array(IMAGENET_STD, np.float32)),
+                                   np.array(1_281_167)])
+                layer.finalize_state()  # Keras only refreshes its constants here
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i == 0
+                               else rng.normal(0, 0.2, w.shape).astype(np.float32)
+                               for i, w in enumerate(layer.get_weights())])
+        elif layer.name.endswith("_layer_scale"):  # ConvNeXt: trained scales in (0, 1)
+            layer.set_weights([rng.uniform(0.05, 0.5, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
         elif isinstance(layer, keras.layers.BatchNormalization):
             bns.append(layer)
             values = []

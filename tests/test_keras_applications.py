@@ -1,5 +1,5 @@
-"""keras.applications VGG16/19, ResNet50/101/152, InceptionV3 and EfficientNetB0 into our
-torch twins, in both file layouts, through the CLI, with parity against keras.applications'
+"""keras.applications VGG16/19, ResNet50/101/152, InceptionV3, EfficientNetB0 and ConvNeXtTiny
+into our torch twins, in both file layouts, through the CLI, with parity against keras.applications'
 own model.
 
 The Keras 3 ``.weights.h5`` goes through two-argument ``codenn convert`` (the model is
@@ -39,6 +39,9 @@ APPS: dict[str, tuple[str, int, str]] = {
     # 64x64 its last stages run on 2x2 maps and float32 rounding alone reaches 5e-6 of the
     # logits on both sides (vs float64, measured: Keras 5.2e-6, torch 3.9e-6); at 128, 2.7e-6.
     "EfficientNetB0": ("keras_efficientnet_b0", 128, "efficientnetb0"),
+    # include_preprocessing (constants), Conv2D(groups=C) depthwise kernels, LayerScale;
+    # the legacy layout nests the stem and downsamplers as Sequential models.
+    "ConvNeXtTiny": ("keras_convnext_tiny", 64, "convnext_tiny"),
 }
 # Full-size VGG (550 MB per copy) runs with the other full-size checks (-m parity).
 PARAMS = [pytest.param(app, marks=[pytest.mark.parity] if app.startswith("VGG") else [])

@@ -102,3 +102,18 @@ class ChannelScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * x.new_tensor(self.scale).view(1, -1, 1, 1)
+
+
+class ConstantNormalization(nn.Module):
+    """Keras' ``Normalization(mean=..., variance=...)`` built with constants (no weights,
+    nothing in a state_dict): ``(x - mean) / max(sqrt(variance), 1e-7)`` per channel."""
+
+    def __init__(self, mean: tuple[float, ...], variance: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean = tuple(mean)
+        self.variance = tuple(variance)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.clamp(torch.sqrt(x.new_tensor(self.variance)), min=1e-7).view(1, -1, 1, 1)
+        return (x - mean) / std

@@ -46,19 +46,38 @@ VARIANTS: dict[str, ConvNeXtVariant] = {
 # to reach the last stage (the 7x7 depthwise convs pad 3 and keep any size).
 MIN_INPUT_SIZE = (32, 32)
 
+#: keras.applications' ``include_preprocessing`` (its default: True) normalises raw pixels
+#: with these constants (not weights: they are not in its files).
+PRESTEM_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+PRESTEM_VARIANCE = ((0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2)
+
 _PKG = "codenn_convert.models.convnext"
 
-for _name, _v in VARIANTS.items():
+
+def _register(name: str, variant: str, *, style: dict[str, object],
+              keras_filter: str | None = None) -> None:
+    v = VARIANTS[variant]
     register_model(
         ModelSpec(
-            name=_name,
+            name=name,
             family="convnext",
             torch_builder=f"{_PKG}.torch_convnext:convnext",
             keras_builder=f"{_PKG}.keras_convnext:convnext",
             input_size=(224, 224),
             min_input_size=MIN_INPUT_SIZE,
-            num_params=_v.num_params,
-            default=_v.default,
-            builder_kwargs=MappingProxyType({"variant": _name}),
+            num_params=v.num_params,
+            default=v.default and not style,
+            builder_kwargs=MappingProxyType({"variant": variant, **style}),
+            keras_filter=keras_filter,
         )
     )
+
+
+for _name in VARIANTS:
+    _register(_name, _name, style={})
+# keras.applications ConvNeXtTiny ... Large: torchvision's trees, with its pixel
+# normalisation in the model (``--option include_preprocessing=false`` for models built
+# without it: the weights files are the same).
+for _name in VARIANTS:
+    _register(f"keras_{_name}", _name, style={"include_preprocessing": True},
+              keras_filter=f"{_PKG}.keras_applications:keras_filter")

@@ -22,7 +22,7 @@ from codenn_convert.models.common.keras_layers import (
     depthwise_conv2d,
     layer_norm,
 )
-from codenn_convert.models.convnext import LN_EPS, VARIANTS
+from codenn_convert.models.convnext import LN_EPS, PRESTEM_MEAN, PRESTEM_VARIANCE, VARIANTS
 
 
 def cn_block(x: Any, dim: int, *, name: str) -> Any:
@@ -36,11 +36,16 @@ def cn_block(x: Any, dim: int, *, name: str) -> Any:
 
 
 def convnext(*, variant: str, input_size: tuple[int, int] = (224, 224),
-             num_classes: int = 1000) -> keras.Model:
-    """The Keras twin of torchvision's ConvNeXt ``variant`` for a fixed (H, W)."""
+             num_classes: int = 1000, include_preprocessing: bool = False) -> keras.Model:
+    """The Keras twin of the ConvNeXt ``variant`` for a fixed (H, W);
+    ``include_preprocessing`` is keras.applications' (constants, no weights)."""
     v = VARIANTS[variant]
     inputs = keras.Input((*input_size, 3), name="input")
-    x = conv2d(inputs, v.dims[0], 4, stride=4, name="features.0.0")
+    x = inputs
+    if include_preprocessing:
+        x = layers.Normalization(mean=list(PRESTEM_MEAN), variance=list(PRESTEM_VARIANCE),
+                                 name="prestem")(x)
+    x = conv2d(x, v.dims[0], 4, stride=4, name="features.0.0")
     x = layer_norm(x, eps=LN_EPS, name="features.0.1")
     index = 1
     for i, (dim, depth) in enumerate(zip(v.dims, v.depths, strict=True)):

@@ -9,12 +9,19 @@ import torch
 from torch import nn
 
 from codenn_convert.models.common.torch_layers import (
+    ConstantNormalization,
     LayerNorm2d,
     Permute,
     ScaledResidual,
     StochasticDepth,
 )
-from codenn_convert.models.convnext import LAYER_SCALE_INIT, LN_EPS, VARIANTS
+from codenn_convert.models.convnext import (
+    LAYER_SCALE_INIT,
+    LN_EPS,
+    PRESTEM_MEAN,
+    PRESTEM_VARIANCE,
+    VARIANTS,
+)
 
 
 class CNBlock(ScaledResidual):
@@ -47,9 +54,13 @@ class ConvNeXt(nn.Module):
     ``avgpool``, ``classifier`` (LayerNorm2d, Flatten, Linear)."""
 
     def __init__(self, variant: str, num_classes: int = 1000,
-                 layer_scale: float = LAYER_SCALE_INIT) -> None:
+                 layer_scale: float = LAYER_SCALE_INIT,
+                 include_preprocessing: bool = False) -> None:
         super().__init__()
         v = VARIANTS[variant]
+        # keras.applications' PreStem: constants, not weights (no state_dict entry).
+        self.prestem = ConstantNormalization(PRESTEM_MEAN, PRESTEM_VARIANCE) \
+            if include_preprocessing else None
         norm = partial(LayerNorm2d, eps=LN_EPS)
         # Conv2dNormActivation(3, C, 4, stride 4, padding 0, LayerNorm2d, no act, bias).
         layers: list[nn.Module] = [nn.Sequential(
@@ -72,9 +83,13 @@ class ConvNeXt(nn.Module):
                                         nn.Linear(v.dims[-1], num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prestem is not None:
+            x = self.prestem(x)
         return self.classifier(self.avgpool(self.features(x)))
 
 
-def convnext(*, variant: str, num_classes: int = 1000) -> ConvNeXt:
-    """Build the ConvNeXt ``variant`` of :data:`VARIANTS` (random weights)."""
-    return ConvNeXt(variant, num_classes)
+def convnext(*, variant: str, num_classes: int = 1000,
+             include_preprocessing: bool = False) -> ConvNeXt:
+    """Build the ConvNeXt ``variant`` of :data:`VARIANTS` (random weights);
+    ``include_preprocessing`` is keras.applications' (pixels 0..255 in)."""
+    return ConvNeXt(variant, num_classes, include_preprocessing=include_preprocessing)
