@@ -56,8 +56,10 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
     graph = KerasGraph(keras_model)
     out = []
     for name, layer in candidates.items():
+        if calls[name] != 1:
+            continue
         dims = tuple(int(d) for d in layer.output.shape[1:])
-        if calls[name] != 1 or _channels_last(dims, shapes[name]):
+        if _channels_last(dims, shapes[name]):
             continue
         rule = keras_rule(layer, required=False)
         common = {"kind": rule.name if rule else "", "source": graph.source(name),
@@ -70,8 +72,9 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
 
 
 def _channels_last(keras_dims: tuple[int, ...], torch_dims: tuple[int, ...] | None) -> bool:
-    """Whether torch's output of a Keras (H, W, C) map is a 3-d map other than (C, H, W)."""
-    return (len(keras_dims) == 3 and torch_dims is not None and len(torch_dims) == 3
+    """Whether torch's output of a Keras (H, W, C) map is that map in (H, W, C) order too.
+    (A map of another size is still compared: a padding bug shows as a shape mismatch.)"""
+    return (len(keras_dims) == 3 and torch_dims == keras_dims
             and torch_dims != (keras_dims[2], *keras_dims[:2]))
 
 
