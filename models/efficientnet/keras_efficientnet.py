@@ -12,6 +12,7 @@ Stochastic depth is the identity at inference and has no layer here.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,4 +122,7 @@ def efficientnet(*, variant: str, input_size: tuple[int, int] = (224, 224),
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, name="classifier.1")(x)
+    # Keras maps a functional graph recursively, about one frame per layer on the longest
+    # path: EfficientNetV2-L's is ~1,300 layers, past Python's default limit of 1,000.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     return keras.Model(inputs, outputs, name=variant)
