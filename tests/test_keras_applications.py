@@ -1,5 +1,6 @@
-"""keras.applications VGG16/19, ResNet50/101/152 and InceptionV3 into our torch twins, in both
-file layouts, through the CLI, with parity against keras.applications' own model.
+"""keras.applications VGG16/19, ResNet50/101/152, InceptionV3, EfficientNetB0 and ConvNeXtTiny
+into our torch twins, in both file layouts, through the CLI, with parity against keras.applications'
+own model.
 
 The Keras 3 ``.weights.h5`` goes through two-argument ``codenn convert`` (the model is
 identified from the file) and the torch twin; the legacy HDF5 of the downloads
@@ -34,6 +35,13 @@ APPS: dict[str, tuple[str, int, str]] = {
     "InceptionV3": ("keras_inception_v3", 299, "inception_v3"),
     "VGG16": ("vgg16", 224, "vgg16"),
     "VGG19": ("vgg19", 224, "vgg19"),
+    # In-model Rescaling(1/255) and Normalization (mean, variance, count in the file). At
+    # 64x64 its last stages run on 2x2 maps and float32 rounding alone reaches 5e-6 of the
+    # logits on both sides (vs float64, measured: Keras 5.2e-6, torch 3.9e-6); at 128, 2.7e-6.
+    "EfficientNetB0": ("keras_efficientnet_b0", 128, "efficientnetb0"),
+    # include_preprocessing (constants), Conv2D(groups=C) depthwise kernels, LayerScale;
+    # the legacy layout nests the stem and downsamplers as Sequential models.
+    "ConvNeXtTiny": ("keras_convnext_tiny", 64, "convnext_tiny"),
 }
 # Full-size VGG (550 MB per copy) runs with the other full-size checks (-m parity).
 PARAMS = [pytest.param(app, marks=[pytest.mark.parity] if app.startswith("VGG") else [])

@@ -102,7 +102,7 @@ def test_a_subclass_takes_its_base_types_rule() -> None:
         pass
 
     assert torch_rule("c", MyConv(3, 4, 1)) is RULES["conv"]
-    with pytest.raises(UnknownLayerError, match="torch layer 'n' of type LayerNorm"):
-        torch_rule("n", torch.nn.LayerNorm(4))
-    assert torch_rule("n", torch.nn.LayerNorm(4), required=False) is None
+    with pytest.raises(UnknownLayerError, match="torch layer 'n' of type GroupNorm"):
+        torch_rule("n", torch.nn.GroupNorm(2, 4))
+    assert torch_rule("n", torch.nn.GroupNorm(2, 4), required=False) is None
     assert rules.RULES["batchnorm"].folds_into_source and rules.RULES["batchnorm"].running_stats

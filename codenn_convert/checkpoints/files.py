@@ -279,16 +279,21 @@ MAX_DATA_PER_FILE_BYTE = 8
 MIN_DATA_LIMIT = 64 * 2**20
 
 
+def _weight_dtype(ds: Any) -> bool:
+    """Float arrays, or an integer scalar: a counter such as Normalization's ``count``."""
+    return ds.dtype.kind == "f" or (ds.dtype.kind in "iu" and ds.shape == ())
+
+
 def _check_datasets(found: dict[str, list[Any]], path: Path, file_bytes: int) -> None:
     """Refuse, from the headers alone, what no Keras weights file holds: a variable that is
-    not a float array, or data claims that dwarf the file (a sparse-HDF5 bomb: a tiny file
-    whose datasets claim terabytes)."""
+    neither a float array nor an integer scalar, or data claims that dwarf the file (a
+    sparse-HDF5 bomb: a tiny file whose datasets claim terabytes)."""
     import h5py
 
     total = 0
     for layer, datasets in found.items():
         for ds in datasets:
-            if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or ds.dtype.itemsize > 8:
+            if not isinstance(ds, h5py.Dataset) or not _weight_dtype(ds) or ds.dtype.itemsize > 8:
                 kind = getattr(ds, "dtype", type(ds).__name__)
                 raise CheckpointError(f"{path}: {layer}: a variable is {kind}, not a float array")
             total += int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize

@@ -304,3 +304,72 @@ class BatchNormRule:
         """gamma in [0.5, 1.5], beta ~ N(0, 0.2); running statistics are calibrated."""
         module.weight.uniform_(0.5, 1.5, generator=gen)
         module.bias.normal_(0.0, 0.2, generator=gen)
+
+
+@layer_rule("layer_norm", torch="torch.nn.LayerNorm", keras="keras.layers.LayerNormalization")
+class LayerNormRule:
+    """LayerNorm over channels: weight/bias <-> gamma/beta as-is, shape ``(C,)``. Covers
+    ``nn.LayerNorm`` on a channels-last tensor and torchvision's channels-first
+    ``LayerNorm2d`` (a subclass) alike: on the Keras side both are
+    ``LayerNormalization(axis=-1)`` on NHWC."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        return list(zip(("weight", "bias"), p.keras_shapes, strict=False))
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return list(ws)
+
+    to_torch = to_keras
+
+    def init(module: Any, gen: Any) -> None:
+        """gamma in [0.5, 1.5], beta ~ N(0, 0.2), as a trained norm's are far from 1/0."""
+        if module.weight is not None:
+            module.weight.uniform_(0.5, 1.5, generator=gen)
+        if module.bias is not None:
+            module.bias.normal_(0.0, 0.2, generator=gen)
+
+
+@layer_rule("layer_scale", torch="codenn_convert.models.common.torch_layers.ScaledResidual",
+            keras="codenn_convert.models.common.keras_layers.ScaledResidual")
+class LayerScaleRule:
+    """A block's layer scale: torch ``<block>.layer_scale`` ``(C, 1, 1)`` <-> the Keras
+    ``ScaledResidual`` weight ``(C,)``, a reshape."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        (c,) = p.keras_shapes[0]
+        return [("layer_scale", (c, 1, 1))]
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].reshape(-1))]
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(ws[0].reshape(-1, 1, 1))]
+
+    def init(module: Any, gen: Any) -> None:
+        """Trained ConvNeXt scales start at 1e-6 and end mostly in (0, 1); U(0.05, 0.5)
+        keeps every block's branch visible without letting 36 blocks blow up."""
+        module.layer_scale.uniform_(0.05, 0.5, generator=gen)
+
+
+@layer_rule("normalization", torch="codenn_convert.models.common.torch_layers.KerasNormalization",
+            keras="keras.layers.Normalization")
+class NormalizationRule:
+    """Keras' in-model ``Normalization``: mean, variance ``(C,)`` and the int ``count``
+    (weights in Keras files) <-> the torch module's buffers of the same names, as-is."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        return list(zip(("mean", "variance", "count"), p.keras_shapes, strict=True))
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return list(ws)
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [*ws[:2], np.asarray(ws[2], dtype=np.int64)]  # Keras may hold count as int32
+
+    def init(module: Any, gen: Any) -> None:
+        """Statistics of the seeded inputs after keras.applications' ``Rescaling(1/255)``:
+        the verifier feeds N(0, 1) batches, which then have mean ~0 and variance ~255^-2.
+        (ImageNet's pixel statistics would squash those inputs to a near-constant map.)"""
+        module.mean.uniform_(-0.1 / 255, 0.1 / 255, generator=gen)
+        module.variance.uniform_(0.8 / 255**2, 1.2 / 255**2, generator=gen)
+        module.count.fill_(1_281_167)

@@ -40,8 +40,10 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
 
     A torch module that runs more than once (a ResNet block's shared ``relu``) or not at all
     (InceptionV3's aux head in eval) has no single output to compare and is left out; so are
-    outputs that are not an NHWC map or a vector. ``sample`` (NCHW, one sample is enough)
-    drives the torch pass that counts the calls.
+    outputs that are not an NHWC map or a vector, and torch modules that run on a
+    channels-last tensor (ConvNeXt's in-block LayerNorm and Linears between two permutes):
+    their output is not in torch's NCHW layout, so the next NCHW layer judges them.
+    ``sample`` (NCHW, one sample is enough) drives the torch pass that counts the calls.
     """
     modules = dict(torch_model.named_modules())
     candidates: dict[str, Any] = {}
@@ -50,13 +52,15 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
             shape = getattr(layer.output, "shape", None)
             if shape is not None and len(shape) in (2, 4):
                 candidates[layer.name] = layer
-    calls = _calls(torch_model, modules, candidates, sample)
+    calls, shapes = _calls(torch_model, modules, candidates, sample)
     graph = KerasGraph(keras_model)
     out = []
     for name, layer in candidates.items():
         if calls[name] != 1:
             continue
         dims = tuple(int(d) for d in layer.output.shape[1:])
+        if _channels_last(dims, shapes[name]):
+            continue
         rule = keras_rule(layer, required=False)
         common = {"kind": rule.name if rule else "", "source": graph.source(name),
                   "folds_into_source": bool(rule and rule.folds_into_source)}
@@ -67,16 +71,26 @@ def mapped_layers(keras_model: Any, torch_model: Any, sample: np.ndarray) -> lis
     return out
 
 
+def _channels_last(keras_dims: tuple[int, ...], torch_dims: tuple[int, ...] | None) -> bool:
+    """Whether torch's output of a Keras (H, W, C) map is that map in (H, W, C) order too.
+    (A map of another size is still compared: a padding bug shows as a shape mismatch.)"""
+    return (len(keras_dims) == 3 and torch_dims == keras_dims
+            and torch_dims != (keras_dims[2], *keras_dims[:2]))
+
+
 def _calls(torch_model: Any, modules: dict[str, Any], names: Iterable[str], sample: np.ndarray
-           ) -> dict[str, int]:
-    """How often each named torch module runs in one forward pass of ``sample[:1]``."""
+           ) -> tuple[dict[str, int], dict[str, tuple[int, ...] | None]]:
+    """How often each named torch module runs in one forward pass of ``sample[:1]``, and
+    its (last) per-sample output shape."""
     import torch
 
     calls = dict.fromkeys(names, 0)
+    shapes: dict[str, tuple[int, ...] | None] = dict.fromkeys(names)
 
     def counter(name: str) -> Callable[..., None]:
-        def hook(_m: Any, _i: Any, _o: Any) -> None:
+        def hook(_m: Any, _i: Any, out: Any) -> None:
             calls[name] += 1
+            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
         return hook
 
     handles = [modules[n].register_forward_hook(counter(n)) for n in calls]
@@ -86,7 +100,7 @@ def _calls(torch_model: Any, modules: dict[str, Any], names: Iterable[str], samp
     finally:
         for h in handles:
             h.remove()
-    return calls
+    return calls, shapes
 
 
 def to_torch_layout(y: np.ndarray, layer: MappedLayer, layout: Layout) -> np.ndarray:

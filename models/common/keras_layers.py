@@ -217,15 +217,68 @@ class HardSwish(layers.Layer):
         return ops.divide(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 6.0)
 
 
+@keras.saving.register_keras_serializable(package="codenn")
+class GELU(layers.Layer):
+    """Exact (erf) ``nn.GELU()`` in torch's op order, ``x * 0.5 * (1 + erf(x / sqrt 2))``.
+
+    Keras' own ``gelu`` runs TF's ``Gelu``, which is ``erfc``-based: tf2onnx passes TF's
+    ``Erfc`` through, and ONNX has no such op, so the Keras export would not load. ``erf``
+    maps to ONNX ``Erf``. Never the tanh approximation: ConvNeXt is trained with the exact
+    form, and the two differ by ~1e-3."""
+
+    def call(self, x: Any) -> Any:
+        half = ops.multiply(x, 0.5)
+        return ops.multiply(half, ops.add(ops.erf(ops.multiply(x, math.sqrt(0.5))), 1.0))
+
+
 #: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value).
 ACTIVATIONS: dict[str, Any] = {
     "ReLU": lambda name: layers.ReLU(name=name),
     "ReLU6": lambda name: layers.ReLU(max_value=6.0, name=name),
     "Hardswish": lambda name: HardSwish(name=name),
     "Hardsigmoid": lambda name: HardSigmoid(name=name),
+    "SiLU": lambda name: layers.Activation("silu", name=name),
+    "Sigmoid": lambda name: layers.Activation("sigmoid", name=name),
+    "GELU": lambda name: GELU(name=name),
 }
 
 
 def activation(x: Any, kind: str, *, name: str) -> Any:
     """Apply torch activation ``kind`` (a key of :data:`ACTIVATIONS`) as a Keras layer."""
     return ACTIVATIONS[kind](name)(x)
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class ScaledResidual(layers.Layer):
+    """``residual + layer_scale * branch`` with a ``(C,)`` layer scale: the Keras side of
+    :class:`codenn_convert.models.common.torch_layers.ScaledResidual` (torch keeps the
+    scale as ``(C, 1, 1)``). Called on ``[branch, residual]``; named after the torch block,
+    so its output is the block's output."""
+
+    def build(self, input_shape: Any) -> None:
+        self.layer_scale = self.add_weight(name="layer_scale", shape=(int(input_shape[0][-1]),),
+                                           initializer=keras.initializers.Constant(1e-6))
+
+    def call(self, inputs: Any) -> Any:
+        branch, residual = inputs
+        return ops.add(ops.multiply(self.layer_scale, branch), residual)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[1]
+
+
+@keras.saving.register_keras_serializable(package="codenn")
+class SyncedNormalization(layers.Normalization):
+    """``Normalization`` whose constants follow ``set_weights``: Keras refreshes the
+    reshaped mean and variance it computes with only in ``load_own_variables``
+    (``finalize_state``), so weights set in memory would otherwise be ignored."""
+
+    def set_weights(self, weights: Any) -> None:
+        super().set_weights(weights)
+        self.finalize_state()
+
+
+def layer_norm(x: Any, *, name: str, eps: float = 1e-6) -> Any:
+    """``nn.LayerNorm`` over the last axis (and torchvision's ``LayerNorm2d`` over C on
+    NHWC): Keras' default eps is 1e-3, torch's 1e-5, ConvNeXt's 1e-6, so it is explicit."""
+    return layers.LayerNormalization(axis=-1, epsilon=eps, name=name)(x)
