@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -269,13 +270,42 @@ class ScaledResidual(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="codenn")
 class SyncedNormalization(layers.Normalization):
-    """``Normalization`` whose constants follow ``set_weights``: Keras refreshes the
-    reshaped mean and variance it computes with only in ``load_own_variables``
-    (``finalize_state``), so weights set in memory would otherwise be ignored."""
+    """``Normalization`` computed from its variables at call time: Keras' own layer divides by
+    tensors it derives from them in ``finalize_state``, so weights set in memory would be
+    ignored, and a traced graph would capture those tensors as unbound inputs, which the
+    weight-free ONNX export cannot bind. The arithmetic is Keras' own."""
 
     def set_weights(self, weights: Any) -> None:
         super().set_weights(weights)
         self.finalize_state()
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        mean = ops.cast(ops.reshape(self.adapt_mean, self._broadcast_shape), self.compute_dtype)
+        var = ops.cast(ops.reshape(self.adapt_variance, self._broadcast_shape),
+                       self.compute_dtype)
+        return ops.divide(ops.subtract(x, mean),
+                          ops.maximum(ops.sqrt(var), keras.config.epsilon()))
+
+
+class ConstantNormalization(layers.Layer):
+    """Keras' ``Normalization(mean=..., variance=...)`` (keras.applications ConvNeXt's
+    pre-stem), with the constants written into the graph: Keras' layer keeps them as captured
+    tensors, which tf2onnx leaves as unbound graph inputs. Same arithmetic, no weights."""
+
+    def __init__(self, mean: Any, variance: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mean = np.asarray(mean, np.float32)
+        self.variance = np.asarray(variance, np.float32)
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.convert_to_tensor(inputs, dtype="float32")
+        scale = ops.maximum(ops.sqrt(self.variance), keras.config.epsilon())
+        return ops.divide(ops.subtract(x, self.mean), scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mean": self.mean.tolist(),
+                "variance": self.variance.tolist()}
 
 
 def layer_norm(x: Any, *, name: str, eps: float = 1e-6) -> Any:

@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from codenn_convert.models.common.keras_layers import (
+    ConstantNormalization,
     ScaledResidual,
     activation,
     conv2d,
@@ -43,8 +44,7 @@ def convnext(*, variant: str, input_size: tuple[int, int] = (224, 224),
     inputs = keras.Input((*input_size, 3), name="input")
     x = inputs
     if include_preprocessing:
-        x = layers.Normalization(mean=list(PRESTEM_MEAN), variance=list(PRESTEM_VARIANCE),
-                                 name="prestem")(x)
+        x = ConstantNormalization(PRESTEM_MEAN, PRESTEM_VARIANCE, name="prestem")(x)
     x = conv2d(x, v.dims[0], 4, stride=4, name="features.0.0")
     x = layer_norm(x, eps=LN_EPS, name="features.0.1")
     index = 1
