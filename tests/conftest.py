@@ -29,6 +29,27 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     )
 
 
+def cli_peak_rss(argv: list[str], timeout: float = 600
+                 ) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run ``codenn ARGV`` in a fresh interpreter; return it and its own peak RSS in bytes.
+
+    The peak is the process's ``VmHWM``: ``getrusage``'s ``ru_maxrss`` survives ``exec`` on
+    Linux, so a child of a 5 GB pytest worker would report the worker's 5 GB as its own.
+    """
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['codenn', *{argv!r}]\n"
+            "try:\n    runpy.run_module('codenn_convert', run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+            "print('RSS', hwm[0].split()[1], file=sys.stderr)\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+    lines = proc.stderr.strip().splitlines()
+    proc.stderr = "\n".join(lines[:-1]) + "\n"
+    return proc, int(lines[-1].split()[1]) * 1024
+
+
 def heavy_imports(argv: list[str], watched: tuple[str, ...]) -> list[str]:
     """Run ``codenn ARGV`` in a fresh interpreter (it must exit 0); the ``watched`` modules
     it imported."""

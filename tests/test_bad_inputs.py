@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import cli_peak_rss, run_cli
 from tests.tiny_onnx import write_tiny_golden, write_tiny_onnx
 
 
@@ -73,21 +72,6 @@ def _claim_size(path: Path, member: str, size: int) -> None:
     path.write_bytes(bytes(raw))
 
 
-def _rss_run(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
-    """``codenn ARGV`` in a fresh interpreter; its peak RSS in bytes."""
-    code = ("import resource, runpy, sys\n"
-            f"sys.argv = ['codenn', *{argv!r}]\n"
-            "try:\n    runpy.run_module('codenn_convert', run_name='__main__')\n"
-            "except SystemExit as e:\n    code = e.code\n"
-            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-            "sys.exit(code)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    rss = int(proc.stderr.strip().splitlines()[-1].split()[1]) * 1024
-    proc.stderr = "\n".join(proc.stderr.strip().splitlines()[:-1]) + "\n"
-    return proc, rss
-
-
 def test_golden_bombs_are_refused_by_their_headers(tiny: tuple[Path, Path], tmp_path: Path
                                                    ) -> None:
     onnx, good = tiny
@@ -104,7 +88,7 @@ def test_golden_bombs_are_refused_by_their_headers(tiny: tuple[Path, Path], tmp_
     _claim_size(lie, "input_0.npy", 4_000_000_000)
     for path, needle in ((big, "not a sane batch"), (huge, "header says float32 [2, 75000000"),
                          (lie, "would inflate to 4000000000 bytes")):
-        proc, rss = _rss_run(["check", str(onnx), "--golden", str(path)])
+        proc, rss = cli_peak_rss(["check", str(onnx), "--golden", str(path)], timeout=300)
         _one_error_line(proc, needle)
         assert rss < 1 << 30, rss
 

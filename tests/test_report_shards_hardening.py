@@ -4,15 +4,13 @@ escaped like HTML and JUnit, and a large shard costs about its own size in memor
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from codenn_convert import report as rep
-from tests.conftest import ROOT, run_cli
+from tests.conftest import cli_peak_rss, run_cli
 
 HOSTILE = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="alert(2)">'
@@ -69,18 +67,6 @@ def test_markdown_escapes_what_a_shard_says(tmp_path: Path) -> None:
     assert rows and all(len(ln.replace("\\|", "").split("|")) == 12 for ln in rows), rows
 
 
-def _peak_rss(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
-    code = ("import resource, runpy, sys\n"
-            f"sys.argv = ['codenn', *{argv!r}]\n"
-            "try:\n    runpy.run_module('codenn_convert', run_name='__main__')\n"
-            "except SystemExit as e:\n    code = e.code\n"
-            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-            "sys.exit(code)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    return proc, int(proc.stderr.strip().splitlines()[-1].split()[1]) * 1024
-
-
 def test_a_large_shard_costs_about_its_own_size(tmp_path: Path) -> None:
     one = json.dumps(_entry(), indent=2)
     n = 60_000_000 // len(one)  # a 60 MB shard (the cost is per byte; 200 MB takes longer)
@@ -92,9 +78,9 @@ def test_a_large_shard_costs_about_its_own_size(tmp_path: Path) -> None:
         f.write("\n]}\n")
     size = big.stat().st_size
     small = _shard(tmp_path / "small.json", _entry())
-    proc, base = _peak_rss(["report", "--from-json", str(small), "-o", str(tmp_path / "s")])
+    proc, base = cli_peak_rss(["report", "--from-json", str(small), "-o", str(tmp_path / "s")])
     assert proc.returncode == 0, proc.stderr
-    proc, peak = _peak_rss(["report", "--from-json", str(big), "-o", str(tmp_path / "b")])
+    proc, peak = cli_peak_rss(["report", "--from-json", str(big), "-o", str(tmp_path / "b")])
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((tmp_path / "b" / "parity.json").read_text())["models"]) == n
     # Parsed once into shared keys and values, rendered in streams: measured 2.1x the
