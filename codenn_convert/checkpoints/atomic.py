@@ -57,7 +57,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dst = ensure_writable(path)
     if targets.is_stream(dst):
-        with targets.stream_output(dst) as tmp:
+        with targets.stream_output(dst, disk_full) as tmp:
             yield tmp
         return
     parent = dst.parent

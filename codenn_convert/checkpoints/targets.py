@@ -21,7 +21,7 @@ import stat
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from codenn_convert.errors import OutputError
@@ -96,10 +96,12 @@ def replace_failed(exc: OSError, dst: Path) -> OutputError:
 
 
 @contextlib.contextmanager
-def stream_output(dst: str | os.PathLike[str]) -> Iterator[Path]:
+def stream_output(dst: str | os.PathLike[str],
+                  disk_full: Callable[[OSError, Path], OutputError | None]) -> Iterator[Path]:
     """Yield a temporary path (in the temp folder); on success copy its bytes into ``dst``
     in place (standard output for ``-``). Writers that need a path (torch.save, h5py) work
-    unchanged; the temporary file is always removed."""
+    unchanged; the temporary file is always removed. ``disk_full`` names a failed write's
+    cause when it was a full disk (the caller's, so this module imports no writer)."""
     fd, name = tempfile.mkstemp(prefix=".codenn-partial.", suffix=".tmp"
                                 + "".join(Path(dst).suffixes[-2:]))
     os.close(fd)
@@ -115,8 +117,6 @@ def stream_output(dst: str | os.PathLike[str]) -> Iterator[Path]:
                 with open(dst, "wb") as out:
                     shutil.copyfileobj(src, out)
     except OSError as exc:
-        from codenn_convert.checkpoints.atomic import disk_full
-
         full = disk_full(exc, tmp.parent)
         if full is not None:
             raise full from exc

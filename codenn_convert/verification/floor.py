@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from codenn_convert.verification.measures import error_vs_exact
+
 #: Effective tolerance of a float32 pair = max(rtol, FLOOR_FACTOR x floor). Two runtimes each
 #: within c x floor of float64 are within 2c x floor of each other (triangle inequality).
 #: Measured c <= 1.30 and pair / floor <= 1.60 on untrained keras.applications nets (ResNet50
@@ -71,6 +73,4 @@ def degenerate(y: np.ndarray) -> bool:
 
 def floors_of(outputs: Sequence[np.ndarray], exact: Sequence[np.ndarray]) -> list[float | None]:
     """The reference's distance to float64 on each input: the floor."""
-    from codenn_convert.verification.metrics import error_vs_exact
-
     return [error_vs_exact(y, e) for y, e in zip(outputs, exact, strict=True)]

@@ -40,3 +40,15 @@ def sqnr_db(a: np.ndarray, b: np.ndarray) -> float:
     if noise == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:
+    """``max|x - exact| / max|exact|``; inf if ``x`` has NaN/Inf, None if ``exact`` has."""
+    x, exact = np.asarray(x, np.float64), np.asarray(exact, np.float64)
+    if not np.isfinite(exact).all():
+        return None
+    if not np.isfinite(x).all():
+        return float("inf")
+    scale = float(np.max(np.abs(exact))) if exact.size else 0.0
+    diff = float(np.max(np.abs(x - exact))) if exact.size else 0.0
+    return diff / scale if scale > 0 else diff

@@ -16,7 +16,7 @@ import numpy as np
 
 from codenn_convert.errors import UsageError
 from codenn_convert.verification.floor import degenerate, effective_rtol, farther
-from codenn_convert.verification.measures import cosine, topk_agreement
+from codenn_convert.verification.measures import cosine, error_vs_exact, topk_agreement
 from codenn_convert.verification.results import PairResult, histogram
 
 
@@ -67,18 +67,6 @@ def compare(a: np.ndarray, b: np.ndarray, *, rtol: float, names: tuple[str, str]
         tolerance=rtol,
         p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None,
     )
-
-
-def error_vs_exact(x: np.ndarray, exact: np.ndarray) -> float | None:
-    """``max|x - exact| / max|exact|``; inf if ``x`` has NaN/Inf, None if ``exact`` has."""
-    x, exact = np.asarray(x, np.float64), np.asarray(exact, np.float64)
-    if not np.isfinite(exact).all():
-        return None
-    if not np.isfinite(x).all():
-        return float("inf")
-    scale = float(np.max(np.abs(exact))) if exact.size else 0.0
-    diff = float(np.max(np.abs(x - exact))) if exact.size else 0.0
-    return diff / scale if scale > 0 else diff
 
 
 def errors_vs_exact(outputs: dict[str, Sequence[np.ndarray]], exact: Sequence[np.ndarray],
