@@ -28,7 +28,7 @@ from codenn_convert.errors import UsageError
 from codenn_convert.registry import get_model, get_spec, list_models
 from codenn_convert.twins import mapper
 from codenn_convert.twins.build import inference_view, set_torch_state, torch_twin
-from codenn_convert.twins.init import realistic_model, torch_state_of
+from codenn_convert.twins.init import realistic_model, small_calibration_size, torch_state_of
 from codenn_convert.verification.metrics import compare
 
 MODELS = list_models()
@@ -43,7 +43,7 @@ def _logits(model: Any, x: np.ndarray) -> np.ndarray:
 def test_model_contract(name: str) -> None:
     spec = get_spec(name)
     size = spec.min_input_size
-    tmodel = realistic_model(name)
+    tmodel = realistic_model(name, calibration_size=small_calibration_size(name))
     state = torch_state_of(tmodel)
     assert sum(p.numel() for p in tmodel.parameters()) == spec.num_params
 
