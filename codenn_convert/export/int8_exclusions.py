@@ -119,8 +119,12 @@ INT8_EXCLUSIONS: tuple[Exclusion, ...] = (
 
 
 def excluded_nodes(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """``{rule name: node names}`` of the ONNX file ``path`` (weights not read)."""
+    """``{rule name: node names}`` of the ONNX file ``path`` (weights not read).
+
+    quantize_static excludes nodes by name, and ``""`` would name every unnamed node, so a
+    node without a name is left out (both exporters name every node).
+    """
     import onnx
 
     g = _index(onnx.load(str(path), load_external_data=False))
-    return {rule.name: rule.find(g) for rule in INT8_EXCLUSIONS}
+    return {rule.name: [n for n in rule.find(g) if n] for rule in INT8_EXCLUSIONS}
