@@ -254,18 +254,24 @@ class ScaledResidual(layers.Layer):
     """``residual + layer_scale * branch`` with a ``(C,)`` layer scale: the Keras side of
     :class:`codenn_convert.models.common.torch_layers.ScaledResidual` (torch keeps the
     scale as ``(C, 1, 1)``). Called on ``[branch, residual]``; named after the torch block,
-    so its output is the block's output."""
+    so its output is the block's output. Called on one tensor it is ``layer_scale * x``
+    alone (a generated twin, whose residual add is the graph's own node)."""
 
     def build(self, input_shape: Any) -> None:
-        self.layer_scale = self.add_weight(name="layer_scale", shape=(int(input_shape[0][-1]),),
+        pair = isinstance(input_shape, list | tuple) and isinstance(input_shape[0], list | tuple)
+        channels = int((input_shape[0] if pair else input_shape)[-1])
+        self.layer_scale = self.add_weight(name="layer_scale", shape=(channels,),
                                            initializer=keras.initializers.Constant(1e-6))
 
     def call(self, inputs: Any) -> Any:
+        if not isinstance(inputs, list | tuple):
+            return ops.multiply(self.layer_scale, inputs)
         branch, residual = inputs
         return ops.add(ops.multiply(self.layer_scale, branch), residual)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape[1]
+        pair = isinstance(input_shape, list | tuple) and isinstance(input_shape[0], list | tuple)
+        return input_shape[1] if pair else input_shape
 
 
 @keras.saving.register_keras_serializable(package="codenn")
