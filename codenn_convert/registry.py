@@ -10,7 +10,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -177,16 +177,20 @@ class UserModelSpec(ModelSpec):
             else _generated_builder(fn, self.torch_builder, self.name)
 
 
-def resolve_model(text: str) -> str:
+def resolve_model(text: str, input_size: tuple[int, int] | None = None) -> str:
     """The model name to use for ``text``: a registered name as is; a
     ``file.py:function`` / ``package.module:function`` reference is imported (running the
     user's code) and registered as a user model under its function's name (``user_`` in
-    front if a registered model has it), which is returned."""
+    front if a registered model has it), which is returned. ``input_size`` is a user
+    model's default size (224x224 if None): its twin is built, and its seeded weights
+    calibrated, at that size."""
     _ensure_loaded()
-    if text in _REGISTRY or text in _USER or not is_model_reference(text):
+    if text in _REGISTRY or not is_model_reference(text):
         return text
+    size = tuple(input_size) if input_size else USER_INPUT_SIZE
     for name, spec in _USER.items():
         if spec.torch_builder == text:
+            _USER[name] = replace(spec, input_size=size)
             return name
     _user_function(text)  # a missing file or function is a usage error now
     base = text.rpartition(":")[2]
@@ -195,7 +199,7 @@ def resolve_model(text: str) -> str:
     while name in _USER:
         name, k = f"{base}_{k}", k + 1
     _USER[name] = UserModelSpec(name=name, family="user", torch_builder=text,
-                                keras_builder=GENERATED_TWIN, input_size=USER_INPUT_SIZE,
+                                keras_builder=GENERATED_TWIN, input_size=size,  # type: ignore[arg-type]
                                 min_input_size=(1, 1), num_params=0, free_parameters=True)
     return name
 

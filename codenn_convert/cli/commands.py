@@ -65,6 +65,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _STATE = {"debug": False}
+MODEL_HELP = ("Model name (see `codenn list`), or your own torch model as "
+              "path/to/file.py:function or package.module:function returning an nn.Module "
+              "(this imports and runs that code: only use code you trust); its Keras twin is "
+              "generated from its graph.")
 #: Exit code of an unexpected failure (0 ok, 1 parity failure, 2 bad input).
 INTERNAL_ERROR = 3
 
@@ -168,16 +172,22 @@ def list_cmd(
 def convert(
     args: Annotated[list[str], typer.Argument(
         metavar="[MODEL] SRC DST",
-        help="Model name (see `codenn list`; identified from SRC when left out), source "
+        help="Model name (see `codenn list`; identified from SRC when left out) or your own "
+        "torch model as path/to/file.py:function (imports and runs it), source "
         "checkpoint (.pt/.pth/.safetensors/.weights.h5/.h5), destination (format from its "
         "extension).")],
     option: Options = None,
     allow_nonfinite: AllowNonfinite = False,
+    input_size: Annotated[tuple[int, int] | None, typer.Option(
+        "--input-size", metavar="H W", help="Your own model's twin is built for this size "
+        "(default 224 224); registered models do not need it.")] = None,
 ) -> None:
-    """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
+    """Convert a checkpoint between torch and Keras layouts (direction from the extensions).
+    MODEL may be your own torch model as path/to/file.py:function or
+    package.module:function (this imports and runs that code)."""
     from codenn_convert.convert import convert_checkpoint
     from codenn_convert.errors import UsageError
-    from codenn_convert.registry import parse_options
+    from codenn_convert.registry import is_model_reference, parse_options
 
     if len(args) not in (2, 3):
         given = " ".join(args)
@@ -187,12 +197,24 @@ def convert(
             if len(args) < 2 else f"convert takes [MODEL] SRC DST, not {len(args)} paths: "
             f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
+    if input_size is not None and not (model and is_model_reference(model)):
+        raise UsageError("--input-size is for your own model (file.py:function); a "
+                         "registered model's weights do not depend on it")
+    model = _model(model, input_size) if model else None
     options = parse_options(model, option or []) if model else _raw_options(option or [])
     with progress(f"converting {src} -> {dst}"):
         res = convert_checkpoint(model, Path(src), Path(dst), options=options,
                                  allow_nonfinite=allow_nonfinite)
     out.print(f"wrote {res.dst} ({res.model}, {res.dst_layout} layout, {res.tensors} tensors) "
               f"in {res.seconds:.2f} s", highlight=False)
+
+
+def _model(text: str, input_size: tuple[int, int] | None = None) -> str:
+    """A registered name, or a user model (``file.py:function``) resolved to its name; a
+    user model's twin is built (and its seeded weights calibrated) at ``input_size``."""
+    from codenn_convert.registry import is_model_reference, resolve_model
+
+    return resolve_model(text, input_size if is_model_reference(text) else None)
 
 
 def _raw_options(items: list[str]) -> dict[str, Any]:
@@ -206,6 +228,10 @@ def _raw_options(items: list[str]) -> dict[str, Any]:
 @handled
 def identify(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint, either layout.")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", metavar="MODEL", help="Try only this model (repeatable); your own as "
+        "path/to/file.py:function or package.module:function (imports and runs it).")
+    ] = None,
 ) -> None:
     """Name the registered model(s) whose keys and shapes the checkpoint matches (with the
     options the file determines); none: an error naming the nearest model's mismatches."""
@@ -213,7 +239,7 @@ def identify(
     from codenn_convert.checkpoints.identify import identify as run_identify
     from codenn_convert.errors import CheckpointError
 
-    found = run_identify(ckpt)
+    found = run_identify(ckpt, [_model(m) for m in model or []] or None)
     matches = [c for c in found if c.matches]
     if not matches:
         raise CheckpointError(describe_none(ckpt, found, limit=5))
@@ -224,7 +250,7 @@ def identify(
 @app.command()
 @handled
 def export(
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     output: Annotated[Path, typer.Option(
         "-o", "--output", help="Output .onnx or .tflite path (the suffix picks the format).")],
     framework: Annotated[str, typer.Option("--framework", help="torch or keras.")] = "torch",
@@ -255,6 +281,7 @@ def export(
     from codenn_convert.export.formats import FormatOptions, export_file
     from codenn_convert.registry import parse_options
 
+    model = _model(model, input_size)
     options = parse_options(model, option or [])
     with progress(f"exporting {model} ({framework}) to {output}"):
         path = export_file(model, output, fmt=fmt, extra=FormatOptions(opset, layout),
@@ -279,7 +306,7 @@ def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = F
 @app.command()
 @handled
 def verify(
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Checkpoint (either layout) feeding both twins.")] = None,
     torch_weights: Annotated[Path | None, typer.Option(
@@ -319,6 +346,7 @@ def verify(
     from codenn_convert.verification.options import VerifyOptions
     from codenn_convert.verification.run import verify_inputs
 
+    model = _model(model, input_size)
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
         onnx=onnx or (), tflite=tflite or (), batch=batch, seed=seed, input_size=input_size,
@@ -364,7 +392,8 @@ def check(
 @handled
 def report(
     models: Annotated[list[str] | None, typer.Argument(
-        help="Models (default: the default set), or with --from-json the JSON files.")] = None,
+        help="Models (default: the default set; your own as path/to/file.py:function, which "
+        "imports and runs it), or with --from-json the JSON files.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered variant.")] = False,
     from_json: Annotated[bool, typer.Option(
         "--from-json", help="Render the reports from `verify --json` files (e.g. CI shards) "
@@ -409,7 +438,8 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
     from codenn_convert.registry import list_models
     from codenn_convert.verification.run import verify_many
 
-    names = list_models() if all_models else (models or list_models(default_only=True))
+    names = list_models() if all_models else (
+        [_model(m) for m in models or []] or list_models(default_only=True))
     finished = [0]
 
     def done(result: Any) -> None:
