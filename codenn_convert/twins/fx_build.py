@@ -11,6 +11,7 @@ every twin's (:mod:`codenn_convert.twins.mapper`), both ways.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,9 @@ def build_keras(traced: Traced, name: str | None = None) -> Any:
             outputs = _outputs(ctx, _load(node.args[0], env))
         else:
             env[node] = _call(ctx, node, _load(node.args, env), _load(node.kwargs, env))
+    # Keras maps a functional graph recursively, one frame per layer in a chain: deep nets
+    # (EfficientNetV2-L, ~1,000 layers deep) pass Python's default limit (as keras_efficientnet).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     return keras.Model(inputs, outputs, name=name or type(traced.root).__name__)
 
 

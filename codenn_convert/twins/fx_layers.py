@@ -24,6 +24,17 @@ def _apply(op: str, a: Any, b: Any) -> Any:
     return BINARY[op](a, b)
 
 
+def broadcast_shape(a: Any, b: Any) -> tuple[Any, ...]:
+    """numpy's broadcast of two shapes (``None``: unknown). Every layer here states its
+    output shape: otherwise Keras traces ``call`` symbolically to find it, which costs
+    more than the rest of building a deep twin."""
+    a, b = tuple(a), tuple(b)
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    return tuple(y if x == 1 else x if y == 1 or y is None else y if x is None else x
+                 for x, y in zip(a, b, strict=True))
+
+
 @keras.saving.register_keras_serializable(package="codenn")
 class GroupedConv2D(layers.Layer):
     """``nn.Conv2d(groups=g)`` (not depthwise) as g ``'valid'`` convs on channel slices,
@@ -43,7 +54,8 @@ class GroupedConv2D(layers.Layer):
     def build(self, input_shape: Any) -> None:
         cin = int(input_shape[-1]) // self.groups
         shape = (*self.kernel_size, cin, self.filters // self.groups)
-        self.kernels = [self.add_weight(name=f"kernel_{i}", shape=shape)
+        self.kernels = [self.add_weight(name=f"kernel_{i}", shape=shape,
+                                        initializer="zeros")
                         for i in range(self.groups)]
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") \
             if self.use_bias else None
@@ -55,6 +67,12 @@ class GroupedConv2D(layers.Layer):
                 for p, k in zip(parts, self.kernels, strict=True)]
         y = ops.concatenate(outs, axis=-1)
         return y if self.bias is None else ops.add(y, self.bias)
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        n, h, w, _ = shape
+        hw = [None if d is None else (d - r * (k - 1) - 1) // s + 1 for d, k, s, r in zip(
+            (h, w), self.kernel_size, self.strides, self.dilation_rate, strict=True)]
+        return (n, *hw, self.filters)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters,
@@ -84,6 +102,9 @@ class TorchParameter(layers.Layer):
         p = ops.transpose(ops.reshape(self.param, self.shape), self.perm)
         return _apply(self.op, p, x) if self.param_first else _apply(self.op, x, p)
 
+    def compute_output_shape(self, shape: Any) -> Any:
+        return broadcast_shape(shape, [self.shape[p] for p in self.perm])
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "op": self.op, "torch_shape": self.torch_shape,
                 "shape": self.shape, "perm": self.perm, "param_first": self.param_first}
@@ -106,6 +127,11 @@ class Elementwise(layers.Layer):
             return _apply(self.op, a, b)
         c = ops.convert_to_tensor(self.constant)
         return _apply(self.op, c, inputs) if self.constant_first else _apply(self.op, inputs, c)
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        if self.constant is None:
+            return broadcast_shape(shape[0], shape[1])
+        return broadcast_shape(shape, self.constant.shape)
 
     def get_config(self) -> dict[str, Any]:
         const = None if self.constant is None else self.constant.tolist()
@@ -147,6 +173,11 @@ class Reduce(layers.Layer):
         fn = {"mean": ops.mean, "amax": ops.max, "sum": ops.sum}[self.op]
         return fn(x, axis=self.axes, keepdims=self.keepdims)
 
+    def compute_output_shape(self, shape: Any) -> Any:
+        if self.keepdims:
+            return tuple(1 if i in self.axes else d for i, d in enumerate(shape))
+        return tuple(d for i, d in enumerate(shape) if i not in self.axes)
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "op": self.op, "axes": self.axes,
                 "keepdims": self.keepdims}
@@ -164,6 +195,10 @@ class Slice(layers.Layer):
         index = [slice(None)] * len(x.shape)
         index[self.axis] = slice(self.start, self.stop)
         return x[tuple(index)]
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return tuple(self.stop - self.start if i == self.axis else d
+                     for i, d in enumerate(shape))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "start": self.start,

@@ -30,6 +30,9 @@ from codenn_convert.twins.fx_layout import (
     with_keras,
 )
 
+#: Kernels start at zero: a generated twin's weights are always mapped in, and drawing
+#: random kernels costs seconds for big nets (ConvNeXt-L: 198 M parameters).
+ZEROS = "zeros"
 ModuleRule = Callable[[Context, Any, Value], Value]
 _MODULE_RULES: dict[str, ModuleRule] = {}
 
@@ -128,7 +131,7 @@ def conv(ctx: Context, path: str, a: ConvArgs, x: Value) -> Value:
         layer = ctx.module_layer(path, lambda: layers.DepthwiseConv2D(
             a.kernel, strides=a.stride if equal else (1, 1), padding="valid",
             depth_multiplier=a.out_channels // a.in_channels, dilation_rate=a.dilation,
-            use_bias=a.bias, name=path))
+            use_bias=a.bias, depthwise_initializer=ZEROS, name=path))
         y = layer(x.keras)
         if not equal:
             y = Subsample2D(a.stride, name=ctx.op_name(".subsample"))(y)
@@ -139,7 +142,7 @@ def conv(ctx: Context, path: str, a: ConvArgs, x: Value) -> Value:
     else:
         layer = ctx.module_layer(path, lambda: layers.Conv2D(
             a.out_channels, a.kernel, strides=a.stride, padding="valid",
-            dilation_rate=a.dilation, use_bias=a.bias, name=path))
+            dilation_rate=a.dilation, use_bias=a.bias, kernel_initializer=ZEROS, name=path))
     return with_keras(x, layer(x.keras))
 
 
@@ -190,7 +193,8 @@ def dense(ctx: Context, path: str, units: int, bias: bool, x: Value) -> Value:
     """Dense on the last torch axis; a flatten kept in H,W,C order is taken as it is (the
     mapper reorders the kernel: the first-dense-after-flatten rule)."""
     x = x if x.flat and x.rank == 2 else channels_last(ctx, x)
-    layer = ctx.module_layer(path, lambda: _layers().Dense(units, use_bias=bias, name=path))
+    layer = ctx.module_layer(path, lambda: _layers().Dense(
+        units, use_bias=bias, kernel_initializer=ZEROS, name=path))
     return Value(layer(x.keras), x.perm)
 
 

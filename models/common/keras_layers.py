@@ -207,6 +207,9 @@ class HardSigmoid(layers.Layer):
     def call(self, x: Any) -> Any:
         return ops.divide(ops.relu6(ops.add(x, 3.0)), 6.0)
 
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
+
 
 @keras.saving.register_keras_serializable(package="codenn")
 class HardSwish(layers.Layer):
@@ -216,6 +219,9 @@ class HardSwish(layers.Layer):
 
     def call(self, x: Any) -> Any:
         return ops.divide(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 6.0)
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
 
 
 @keras.saving.register_keras_serializable(package="codenn")
@@ -230,6 +236,9 @@ class GELU(layers.Layer):
     def call(self, x: Any) -> Any:
         half = ops.multiply(x, 0.5)
         return ops.multiply(half, ops.add(ops.erf(ops.multiply(x, math.sqrt(0.5))), 1.0))
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
 
 
 #: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value).

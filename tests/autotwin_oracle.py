@@ -1,0 +1,43 @@
+"""The oracle of generated Keras twins: for a registered model, the twin generated from its
+torch twin's graph (:func:`codenn_convert.keras_twin_of`) must have the hand-written Keras
+twin's weighted layer names and give its logits (float32 floor: the model's rtol).
+
+Called from the contract test (tests/test_models.py), which has built both twins already.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from codenn_convert.errors import CheckpointError
+from codenn_convert.registry import get_spec
+from codenn_convert.twins.fx_build import keras_twin_of
+from codenn_convert.verification.metrics import compare
+
+
+def weighted_names(model: Any) -> list[str]:
+    return sorted(layer.name for layer in model.layers if layer.weights)
+
+
+def check_generated_twin(name: str, tmodel: Any, kmodel: Any, x: np.ndarray,
+                         keras_logits: np.ndarray) -> float:
+    """Assert the generated twin matches the hand-written one; return its max rel error."""
+    spec = get_spec(name)
+    size = tuple(x.shape[2:])
+    if len(kmodel.outputs) > 1:
+        # Training-only heads (InceptionV3's AuxLogits) are not in the eval graph, so a twin
+        # generated from it cannot hold their weights: a one-line key error, never a
+        # silently partial mapping.
+        with pytest.raises(CheckpointError, match="unexpected keys: AuxLogits"):
+            keras_twin_of(tmodel, size)
+        return 0.0
+    generated = keras_twin_of(tmodel, size)
+    assert weighted_names(generated) == weighted_names(kmodel)
+    out = np.asarray(generated(x.transpose(0, 2, 3, 1), training=False))
+    pair = compare(keras_logits, out, rtol=spec.rtol, names=("keras", "generated"))
+    assert pair.passed, (pair.max_rel, spec.rtol)
+    del generated
+    return float(pair.max_rel)
