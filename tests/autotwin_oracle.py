@@ -4,8 +4,10 @@ twin's layer plan (the same weighted layer names, rules, shapes and flatten orde
 same bit-exact mapping, which the contract test proves for the hand-written twin) and give
 its logits (float32 floor: the model's rtol of the largest logit).
 
-Called from the contract test (tests/test_models.py), which has built both twins already;
-the generated twin takes the hand-written twin's Keras weights layer by layer, by name.
+Called from the contract test (tests/test_models.py), which has built both twins already.
+The generated graph calls the hand-written twin's weighted layers (by path; each must be of
+the type its rule builds), so nothing is allocated twice: its own weight mapping is what
+the plan comparison proves equal, and the held-out tests (tests/test_autotwin.py) run it.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import pytest
 
 from codenn_convert.errors import CheckpointError
 from codenn_convert.registry import get_spec
-from codenn_convert.twins.fx_build import keras_twin_of
+from codenn_convert.twins.fx_build import build_keras, keras_twin_of
+from codenn_convert.twins.fx_trace import trace
 from codenn_convert.twins.mapper import plan_keras_model
+from codenn_convert.twins.rules import LayerPlan
 from codenn_convert.verification.metrics import compare
 
 
-def check_generated_twin(name: str, tmodel: Any, kmodel: Any, x: np.ndarray,
-                         keras_logits: np.ndarray) -> float:
-    """Assert the generated twin matches the hand-written one; return its max rel error."""
+def check_generated_twin(name: str, tmodel: Any, kmodel: Any, plan: list[LayerPlan],
+                         x: np.ndarray, keras_logits: np.ndarray) -> float:
+    """Assert the generated twin matches the hand-written one (``kmodel``, whose layer plan
+    is ``plan``); return its max rel error."""
     size = tuple(x.shape[2:])
     if len(kmodel.outputs) > 1:
         # Training-only heads (InceptionV3's AuxLogits) are not in the eval graph, so a twin
@@ -33,11 +38,9 @@ def check_generated_twin(name: str, tmodel: Any, kmodel: Any, x: np.ndarray,
         with pytest.raises(CheckpointError, match="unexpected keys: AuxLogits"):
             keras_twin_of(tmodel, size)
         return 0.0
-    generated = keras_twin_of(tmodel, size, weights=False)
-    plan = {p.name: p for p in plan_keras_model(generated)}
-    assert plan == {p.name: p for p in plan_keras_model(kmodel)}
-    for layer_name in plan:
-        generated.get_layer(layer_name).set_weights(kmodel.get_layer(layer_name).get_weights())
+    shared = {layer.name: layer for layer in kmodel.layers if layer.weights}
+    generated = build_keras(trace(tmodel, size), shared=shared)
+    assert {p.name: p for p in plan_keras_model(generated)} == {p.name: p for p in plan}
     out = np.asarray(generated(x.transpose(0, 2, 3, 1), training=False))
     pair = compare(keras_logits, out, rtol=get_spec(name).rtol, names=("keras", "generated"))
     assert pair.passed, (pair.max_rel, get_spec(name).rtol)

@@ -76,7 +76,7 @@ def test_model_contract(name: str) -> None:
     assert pair.passed, (pair.max_rel, spec.rtol)
 
     # The Keras twin generated from the torch twin's graph is the hand-written one.
-    check_generated_twin(name, tmodel, kmodel, x, out)
+    check_generated_twin(name, tmodel, kmodel, plan, x, out)
 
     del tmodel, kmodel, state
     gc.collect()

@@ -12,6 +12,7 @@ every twin's (:mod:`codenn_convert.twins.mapper`), both ways.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,13 +46,15 @@ def keras_twin_of(module: Any, input_size: tuple[int, int] = (224, 224), *,
     return model
 
 
-def build_keras(traced: Traced, name: str | None = None) -> Any:
-    """The functional Keras model of a traced graph (random weights)."""
+def build_keras(traced: Traced, name: str | None = None,
+                shared: Mapping[str, Any] | None = None) -> Any:
+    """The functional Keras model of a traced graph (zero weights), or one calling the
+    ``shared`` weighted layers (by path) where it would build new ones."""
     import keras
 
     _, channels, h, w = traced.input_shape
     inputs = keras.Input((h, w, channels), name="input")
-    ctx = Context(traced.root)
+    ctx = Context(traced.root, shared=shared)
     params = _state_keys(traced.root)
     env: dict[Any, Any] = {}
     outputs = None

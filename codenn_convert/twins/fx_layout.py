@@ -11,7 +11,7 @@ else gets torch's C,H,W order first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,6 +56,9 @@ class Context:
     node: Any = None
     used: set[str] = field(default_factory=set)
     weighted: dict[str, Any] = field(default_factory=dict)
+    #: Built weighted layers to use instead of new ones, by path (the oracle test shares the
+    #: hand-written twin's); each must be of the type the rule builds.
+    shared: Mapping[str, Any] | None = None
 
     def name(self, base: str) -> str:
         """``base``, or ``base_<k>`` if taken (a weightless module called again)."""
@@ -74,8 +77,15 @@ class Context:
     def module_layer(self, path: str, make: Callable[[], Any]) -> Any:
         """The one Keras layer of the weighted module at ``path`` (named by it)."""
         if path not in self.weighted:
+            layer = make()
+            if self.shared is not None:
+                given = self.shared.get(path)
+                if type(given) is not type(layer):
+                    raise TwinError(f"the generated layer {path} is a {type(layer).__name__}, "
+                                    f"the given one a {type(given).__name__}")
+                layer = given
             self.used.add(path)
-            self.weighted[path] = make()
+            self.weighted[path] = layer
         return self.weighted[path]
 
     def out_shape(self) -> tuple[int, ...]:
