@@ -38,10 +38,16 @@ def keras_twin_of(module: Any, input_size: tuple[int, int] = (224, 224), *,
     its module path.
     """
     model = build_keras(trace(module, tuple(input_size)), name=name)  # type: ignore[arg-type]
+    plan = mapper.plan_keras_model(model)
+    unused = sorted(module.state_dict().keys() - mapper.expected_torch_state(plan).keys())
+    if unused:
+        raise TwinError(
+            f"{len(unused)} weights of modules the eval-mode graph never calls cannot be "
+            f"twinned (a training-only branch?): {', '.join(unused[:4])}"
+            + (f" (+{len(unused) - 4} more)" if len(unused) > 4 else ""))
     if weights:
-        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-        plan = mapper.plan_keras_model(model)
-        mapped, _ = mapper.torch_to_keras(state, plan, name or type(module).__name__)
+        mapped, _ = mapper.torch_to_keras(state_arrays(module), plan,
+                                          name or type(module).__name__)
         mapper.set_keras_weights(model, mapped)
     return model
 
