@@ -21,6 +21,7 @@ from rich.table import Table
 
 from codenn_convert.checkpoints.atomic import disk_full
 from codenn_convert.cli.options import (
+    MODEL_HELP,
     AllowNonfinite,
     Batch,
     InputSize,
@@ -39,6 +40,7 @@ from codenn_convert.cli.options import (
     Seed,
     TfliteFiles,
     lossy_floors,
+    model_name,
     parse_runtimes,
     split_list,
 )
@@ -65,10 +67,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _STATE = {"debug": False}
-MODEL_HELP = ("Model name (see `codenn list`), or your own torch model as "
-              "path/to/file.py:function or package.module:function returning an nn.Module "
-              "(this imports and runs that code: only use code you trust); its Keras twin is "
-              "generated from its graph.")
 #: Exit code of an unexpected failure (0 ok, 1 parity failure, 2 bad input).
 INTERNAL_ERROR = 3
 
@@ -187,7 +185,7 @@ def convert(
     package.module:function (this imports and runs that code)."""
     from codenn_convert.convert import convert_checkpoint
     from codenn_convert.errors import UsageError
-    from codenn_convert.registry import is_model_reference, parse_options
+    from codenn_convert.registry import parse_options
 
     if len(args) not in (2, 3):
         given = " ".join(args)
@@ -197,24 +195,14 @@ def convert(
             if len(args) < 2 else f"convert takes [MODEL] SRC DST, not {len(args)} paths: "
             f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
-    if input_size is not None and not (model and is_model_reference(model)):
-        raise UsageError("--input-size is for your own model (file.py:function); a "
-                         "registered model's weights do not depend on it")
-    model = _model(model, input_size) if model else None
+    model = model_name(model, input_size, registered_size=False) if model else (
+        model_name("", input_size, registered_size=False) or None)
     options = parse_options(model, option or []) if model else _raw_options(option or [])
     with progress(f"converting {src} -> {dst}"):
         res = convert_checkpoint(model, Path(src), Path(dst), options=options,
                                  allow_nonfinite=allow_nonfinite)
     out.print(f"wrote {res.dst} ({res.model}, {res.dst_layout} layout, {res.tensors} tensors) "
               f"in {res.seconds:.2f} s", highlight=False)
-
-
-def _model(text: str, input_size: tuple[int, int] | None = None) -> str:
-    """A registered name, or a user model (``file.py:function``) resolved to its name; a
-    user model's twin is built (and its seeded weights calibrated) at ``input_size``."""
-    from codenn_convert.registry import is_model_reference, resolve_model
-
-    return resolve_model(text, input_size if is_model_reference(text) else None)
 
 
 def _raw_options(items: list[str]) -> dict[str, Any]:
@@ -239,7 +227,7 @@ def identify(
     from codenn_convert.checkpoints.identify import identify as run_identify
     from codenn_convert.errors import CheckpointError
 
-    found = run_identify(ckpt, [_model(m) for m in model or []] or None)
+    found = run_identify(ckpt, [model_name(m) for m in model or []] or None)
     matches = [c for c in found if c.matches]
     if not matches:
         raise CheckpointError(describe_none(ckpt, found, limit=5))
@@ -281,7 +269,7 @@ def export(
     from codenn_convert.export.formats import FormatOptions, export_file
     from codenn_convert.registry import parse_options
 
-    model = _model(model, input_size)
+    model = model_name(model, input_size)
     options = parse_options(model, option or [])
     with progress(f"exporting {model} ({framework}) to {output}"):
         path = export_file(model, output, fmt=fmt, extra=FormatOptions(opset, layout),
@@ -346,7 +334,7 @@ def verify(
     from codenn_convert.verification.options import VerifyOptions
     from codenn_convert.verification.run import verify_inputs
 
-    model = _model(model, input_size)
+    model = model_name(model, input_size)
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
         onnx=onnx or (), tflite=tflite or (), batch=batch, seed=seed, input_size=input_size,
@@ -439,7 +427,7 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
     from codenn_convert.verification.run import verify_many
 
     names = list_models() if all_models else (
-        [_model(m) for m in models or []] or list_models(default_only=True))
+        [model_name(m) for m in models or []] or list_models(default_only=True))
     finished = [0]
 
     def done(result: Any) -> None:
