@@ -137,3 +137,13 @@ def test_model_reference_errors(tmp_path: Path) -> None:
     name = resolve_model(str(tmp_path / "notmodule.py:build"))
     with pytest.raises(UsageError, match="returned int, not a torch nn.Module"):
         get_model(name, "torch")
+
+
+@pytest.mark.parametrize("size", [(13, 13), (16, 16)])
+def test_shuffle_chunk_pools_and_reductions(size: tuple[int, int]) -> None:
+    """The rest of the op vocabulary against torch, at an odd size (ceil_mode adds a
+    partial window) and an even one."""
+    module = get_model(resolve_model(str(HELDOUT / "opmix.py:opmix")), "torch").eval()
+    twin = keras_twin_of(module, size)
+    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+    assert max_rel(_logits(module, x), np.asarray(twin(x.transpose(0, 2, 3, 1)))) <= 1e-5
