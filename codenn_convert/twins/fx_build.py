@@ -37,19 +37,41 @@ def keras_twin_of(module: Any, input_size: tuple[int, int] = (224, 224), *,
     be twinned is a one-line :class:`TwinError` naming the node, its op or module type and
     its module path.
     """
-    model = build_keras(trace(module, tuple(input_size)), name=name)  # type: ignore[arg-type]
+    size = (int(input_size[0]), int(input_size[1]))
+    model = build_keras(trace(module, size), name=name)
     plan = mapper.plan_keras_model(model)
-    unused = sorted(module.state_dict().keys() - mapper.expected_torch_state(plan).keys())
+    unused = _unused_weights(module, plan)
     if unused:
-        raise TwinError(
-            f"{len(unused)} weights of modules the eval-mode graph never calls cannot be "
-            f"twinned (a training-only branch?): {', '.join(unused[:4])}"
-            + (f" (+{len(unused) - 4} more)" if len(unused) > 4 else ""))
+        model, plan = _with_training_heads(module, size, name, unused)
     if weights:
         mapped, _ = mapper.torch_to_keras(state_arrays(module), plan,
                                           name or type(module).__name__)
         mapper.set_keras_weights(model, mapped)
     return model
+
+
+def _unused_weights(module: Any, plan: list[mapper.LayerPlan]) -> list[str]:
+    return sorted(module.state_dict().keys() - mapper.expected_torch_state(plan).keys())
+
+
+def _with_training_heads(module: Any, size: tuple[int, int], name: str | None,
+                         unused: list[str]) -> tuple[Any, list[mapper.LayerPlan]]:
+    """Weights the eval graph never uses may be a training-only head (InceptionV3's
+    ``AuxLogits``, GoogLeNet's): traced again with only the top module in training mode
+    (so no child's training behaviour, e.g. dropout, enters), the heads become extra
+    outputs after the logits, as in our hand-written twins. Otherwise a one-line error."""
+    error = TwinError(
+        f"{len(unused)} weights of modules the eval-mode graph never calls cannot be "
+        f"twinned (a training-only branch?): {', '.join(unused[:4])}"
+        + (f" (+{len(unused) - 4} more)" if len(unused) > 4 else ""))
+    try:
+        model = build_keras(trace(module, size, top_training=True), name=name)
+    except TwinError:
+        raise error from None
+    plan = mapper.plan_keras_model(model)
+    if len(model.outputs) < 2 or _unused_weights(module, plan):
+        raise error
+    return model, plan
 
 
 def build_keras(traced: Traced, name: str | None = None,
@@ -132,6 +154,8 @@ def _call(ctx: Context, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         if len(args) != 1 or kwargs or not isinstance(args[0], Value):
             raise TwinError(f"cannot twin node {node.name}: {describe(node)} takes one tensor")
         return _guarded(ctx, node, lambda: rule(ctx, module, args[0]))
+    if isinstance(node.target, type) and issubclass(node.target, tuple):
+        return (*args, *kwargs.values())  # a named tuple of outputs (InceptionOutputs)
     name = op_name(node)
     rule = find_op_rule(name)
     if rule is None:

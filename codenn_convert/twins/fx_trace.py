@@ -161,11 +161,14 @@ def describe(node: Any) -> str:
     return f"op {op!r} {where}"
 
 
-def trace(module: Any, input_size: tuple[int, int], channels: int = 3) -> Traced:
-    """Trace ``module`` (put in eval mode) on a seeded ``[1, channels, H, W]`` batch."""
+def trace(module: Any, input_size: tuple[int, int], channels: int = 3, *,
+          top_training: bool = False) -> Traced:
+    """Trace ``module`` (put in eval mode; only the module itself in training mode with
+    ``top_training``) on a seeded ``[1, channels, H, W]`` batch."""
     import torch
 
     module.eval()
+    module.training = top_training
     gen = torch.Generator().manual_seed(0)
     sample = torch.randn(TRACE_BATCH, channels, *input_size, generator=gen)
     tracer = _tracer_class()(sample)
@@ -185,5 +188,6 @@ def trace(module: Any, input_size: tuple[int, int], channels: int = 3) -> Traced
                         ) from None
     finally:
         torch.set_num_threads(threads)
+        module.eval()
     return Traced(graph, module, tuple(sample.shape))
 
