@@ -151,6 +151,9 @@ def to_int8(
     exporter does. Unfolded, the conv's output is quantised per tensor *before* BatchNorm
     rescales its channels, and after a depthwise conv those channels' ranges differ by orders
     of magnitude: MobileNetV3-Large's Keras export lost 4 dB at the logits that way.
+    A BatchNorm that no conv precedes (DenseNet's BN-ReLU-conv) cannot fold; the rules of
+    :mod:`codenn_convert.export.int8_exclusions` keep it and the ``Concat`` feeding it in
+    float32, as they keep nodes fed a non-finite constant.
     """
     import tempfile
 
@@ -163,6 +166,7 @@ def to_int8(
         quantize_static,
     )
 
+    from codenn_convert.export.int8_exclusions import excluded_nodes
     from codenn_convert.thirdparty import quiet_onnxruntime
 
     quiet_onnxruntime(onnxruntime)
@@ -171,7 +175,7 @@ def to_int8(
         _basic_optimised(src, pre)
         quantize_static(
             str(pre), str(out), _Reader(calibration.data, "input"),
-            nodes_to_exclude=nonfinite_constant_nodes(pre),
+            nodes_to_exclude=sorted({n for found in excluded_nodes(pre).values() for n in found}),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             # MinMax's augmented graph outputs one ReduceMin/ReduceMax per tensor, so what it
@@ -288,23 +292,6 @@ def _quiet_quantizer() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
-
-
-def nonfinite_constant_nodes(path: str | os.PathLike[str]) -> list[str]:
-    """Names of the nodes fed a non-finite constant, which int8 cannot represent.
-
-    The Keras twins pad max-pools with -inf (torch's semantics); a quantised ``Pad`` would
-    get an infinite range (NaN scale) and poison everything after it, so such nodes stay
-    float32. Only small initializers are read: constants like these are scalars.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path), load_external_data=False)
-    small = {t.name for t in model.graph.initializer if math.prod(t.dims) <= 16}
-    bad = {t.name for t in model.graph.initializer
-           if t.name in small and not np.isfinite(numpy_helper.to_array(t)).all()}
-    return [n.name for n in model.graph.node if bad.intersection(n.input)]
 
 
 def detect_precision(path: str | os.PathLike[str]) -> Precision:
