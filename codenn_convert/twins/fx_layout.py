@@ -120,9 +120,9 @@ def identity_perm(ctx: Context, v: Value) -> Value:
 
 
 def channels_last(ctx: Context, v: Value) -> Value:
-    """``v`` with its last torch axis last (LayerNorm, Linear); an NCHW map stays NHWC only
-    where the op is on channels (see :func:`nhwc`)."""
-    v = unflatten(ctx, v) if v.flat and v.rank != 2 else v
+    """``v`` with its last torch axis last, in torch's order (LayerNorm, BatchNorm1d; a
+    Linear takes a flatten kept in H,W,C order itself, see ``fx_modules.dense``)."""
+    v = unflatten(ctx, v)
     return v if v.perm[-1] == v.rank - 1 else identity_perm(ctx, v)
 
 

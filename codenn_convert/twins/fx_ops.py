@@ -104,7 +104,8 @@ def binary(ctx: Context, op: str, x: Any, y: Any) -> Value:
         if x.rank != y.rank:
             x, y = identity_perm(ctx, x), identity_perm(ctx, y)
         elif (x.perm, x.flat) != (y.perm, y.flat):
-            x, y = unflatten(ctx, x), to_perm(ctx, unflatten(ctx, y), unflatten(ctx, x).perm)
+            x = unflatten(ctx, x)
+            y = to_perm(ctx, y, x.perm)
         return with_keras(x, Elementwise(op, name=ctx.op_name())([x.keras, y.keras]))
     first = not isinstance(x, Value)
     value, other = (y, x) if first else (x, y)
@@ -188,12 +189,12 @@ def _new_constant(ctx: Context, a: Args) -> Any:
 
 @op_rule("permute")
 def _permute(ctx: Context, a: Args) -> Value:
-    x: Value = a.args[0]
+    x: Value = unflatten(ctx, a.args[0])
     dims = a.args[1:] if len(a.args) > 2 else a.get(1, "dims")
     dims = [normal_dim(int(d), x.rank) for d in dims]
     inverse = [dims.index(t) for t in range(x.rank)]
     # Only bookkeeping: the same Keras tensor holds the permuted torch value.
-    return Value(unflatten(ctx, x).keras, tuple(inverse[p] for p in unflatten(ctx, x).perm))
+    return Value(x.keras, tuple(inverse[p] for p in x.perm))
 
 
 @op_rule("transpose")
@@ -234,7 +235,7 @@ def _cat(ctx: Context, a: Args) -> Value:
     if not all(isinstance(x, Value) for x in xs):
         raise ctx.fail("cat of constants and tensors")
     first = unflatten(ctx, xs[0])
-    xs = [to_perm(ctx, x, first.perm) for x in xs]
+    xs = [first] + [to_perm(ctx, x, first.perm) for x in xs[1:]]
     axis = first.perm.index(normal_dim(dim, first.rank))
     return with_keras(first, layers.Concatenate(axis=axis, name=ctx.op_name())(
         [x.keras for x in xs]))

@@ -24,7 +24,7 @@ from codenn_convert.twins.rules import _resolve, torch_rule
 
 #: Tensor attributes and methods answered with numbers, never traced (shapes are constants).
 SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device", "is_cuda"})
-SHAPE_METHODS = frozenset({"size", "dim", "numel", "type_as_shape"})
+SHAPE_METHODS = frozenset({"size", "dim", "numel"})
 #: Batch of the concrete run: 1 keeps memory low; the Keras model's batch stays dynamic.
 TRACE_BATCH = 1
 
