@@ -147,3 +147,30 @@ def test_shuffle_chunk_pools_and_reductions(size: tuple[int, int]) -> None:
     twin = keras_twin_of(module, size)
     x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
     assert max_rel(_logits(module, x), np.asarray(twin(x.transpose(0, 2, 3, 1)))) <= 1e-5
+
+
+class _FlatHead(torch.nn.Module):
+    """A flatten feeding a Linear directly, through a ReLU, and through a LayerNorm and a
+    BatchNorm1d (whose per-feature weights need torch's C,H,W order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.norm, self.bn = torch.nn.LayerNorm(36), torch.nn.BatchNorm1d(36)
+        self.fc1, self.fc2 = torch.nn.Linear(36, 3), torch.nn.Linear(36, 3)
+        with torch.no_grad():
+            for p in (self.norm.weight, self.bn.weight, self.bn.running_mean):
+                p.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.flatten(self.conv(x), 1)
+        return self.fc1(torch.relu(f)) + self.fc2(self.bn(self.norm(f)))
+
+
+def test_flatten_order_reaches_every_consumer_right() -> None:
+    module = _FlatHead().eval()
+    twin = keras_twin_of(module, (5, 5))
+    plan = {p.name: p.kind for p in plan_keras_model(twin)}
+    assert plan["fc1"] == "dense_after_flatten" and plan["fc2"] == "dense"
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    assert max_rel(_logits(module, x), np.asarray(twin(x.transpose(0, 2, 3, 1)))) <= 1e-5
