@@ -18,6 +18,8 @@ _API = {
     "list_models": "codenn_convert.registry",
     "get_model": "codenn_convert.registry",
     "get_spec": "codenn_convert.registry",
+    "resolve_model": "codenn_convert.registry",
+    "keras_twin_of": "codenn_convert.twins.fx_build",
 }
 
 __all__ = sorted(_API)

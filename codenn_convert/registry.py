@@ -10,7 +10,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -48,6 +48,9 @@ class ModelSpec:
     init_hooks: tuple[str, ...] = ()
     keras_filter: str | None = None
     torch_filters: tuple[str, ...] = ()
+    #: Modules with parameters of their own but no layer rule keep their own initialisation
+    #: in the seeded weights (a user's model: a bare layer-scale parameter), not an error.
+    free_parameters: bool = False
 
     def builder(self, framework: Framework) -> Callable[..., Any]:
         """Import and return the builder function for ``framework``."""
@@ -127,13 +130,149 @@ def list_models(*, default_only: bool = False) -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec for ``name``; a clear error naming the known models otherwise."""
+    """The spec for ``name`` (a registered model, a user model resolved by
+    :func:`resolve_model`, or a ``file.py:function`` reference, resolved now); a clear error
+    naming the known models otherwise."""
     _ensure_loaded()
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(_REGISTRY)
-        raise UsageError(f"unknown model {name!r}; known models: {known}") from None
+    if name in _USER:
+        return _USER[name]
+    if is_model_reference(name):
+        return _USER[resolve_model(name)]
+    known = ", ".join(_REGISTRY)
+    raise UsageError(f"unknown model {name!r}; known models: {known} (or your own torch "
+                     "model as path/to/file.py:function or package.module:function)")
+
+
+# ---------------------------------------------------------------- the user's own models
+
+#: The Keras builder of every user model: the twin generated from the module's graph.
+GENERATED_TWIN = "codenn_convert.twins.fx_build:keras_twin_of"
+#: Input size of a user model when none is given (``--input-size``).
+USER_INPUT_SIZE = (224, 224)
+_USER: dict[str, ModelSpec] = {}
+_USER_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def is_model_reference(text: str) -> bool:
+    """True for ``path/to/file.py:function`` and ``package.module:function``."""
+    where, sep, fn = text.rpartition(":")
+    return bool(sep and where and fn.isidentifier())
+
+
+@dataclass(frozen=True)
+class UserModelSpec(ModelSpec):
+    """A user's own torch model: ``torch_builder`` is the reference (``file.py:function``
+    or ``package.module:function``) of a function returning an ``nn.Module``; the Keras twin
+    is generated from its graph (:data:`GENERATED_TWIN`). Importing it runs the user's code.
+    The minimum input size is what the module itself accepts (a smaller one fails to trace,
+    with the model's own error)."""
+
+    def builder(self, framework: Framework) -> Callable[..., Any]:
+        if framework not in FRAMEWORKS:
+            raise UsageError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
+        fn = _user_function(self.torch_builder)
+        return _checked_module(fn, self.torch_builder) if framework == "torch" \
+            else _generated_builder(fn, self.torch_builder, self.name)
+
+
+def resolve_model(text: str, input_size: tuple[int, int] | None = None) -> str:
+    """The model name to use for ``text``: a registered name as is; a
+    ``file.py:function`` / ``package.module:function`` reference is imported (running the
+    user's code) and registered as a user model under its function's name (``user_`` in
+    front if a registered model has it), which is returned. ``input_size`` is a user
+    model's default size (224x224 if None): its twin is built, and its seeded weights
+    calibrated, at that size."""
+    _ensure_loaded()
+    if text in _REGISTRY or not is_model_reference(text):
+        return text
+    size = tuple(input_size) if input_size else USER_INPUT_SIZE
+    for name, spec in _USER.items():
+        if spec.torch_builder == text:
+            _USER[name] = replace(spec, input_size=size)
+            return name
+    _user_function(text)  # a missing file or function is a usage error now
+    base = text.rpartition(":")[2]
+    name = f"user_{base}" if base in _REGISTRY else base
+    k = 2
+    while name in _USER:
+        name, k = f"{base}_{k}", k + 1
+    _USER[name] = UserModelSpec(name=name, family="user", torch_builder=text,
+                                keras_builder=GENERATED_TWIN, input_size=size,  # type: ignore[arg-type]
+                                min_input_size=(1, 1), num_params=0, free_parameters=True)
+    return name
+
+
+def _user_function(ref: str) -> Callable[..., Any]:
+    """Import the function of ``ref`` (a file by path, or a module by name): user code."""
+    if ref in _USER_FUNCTIONS:
+        return _USER_FUNCTIONS[ref]
+    where, _, fn_name = ref.rpartition(":")
+    try:
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            module = _import_file(where)
+        else:
+            module = importlib.import_module(where)
+    except UsageError:
+        raise
+    except Exception as exc:  # the user's code, whatever it raises
+        raise UsageError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UsageError(f"{where} has no function {fn_name!r}")
+    _USER_FUNCTIONS[ref] = fn
+    return fn
+
+
+def _import_file(path: str) -> Any:
+    import hashlib
+    import importlib.util
+    import sys
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no such model file: {path}")
+    full = os.path.abspath(path)
+    name = "codenn_user_" + hashlib.sha1(full.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _checked_module(fn: Callable[..., Any], ref: str) -> Callable[..., Any]:
+    """``fn``, checked to return an ``nn.Module`` (same signature, for option checks)."""
+
+    def build(**options: Any) -> Any:
+        import torch
+
+        module = fn(**options)
+        if not isinstance(module, torch.nn.Module):
+            raise UsageError(f"{ref} returned {type(module).__name__}, not a torch nn.Module")
+        return module
+
+    build.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return build
+
+
+def _generated_builder(fn: Callable[..., Any], ref: str, name: str) -> Callable[..., Any]:
+    """A Keras builder ``(input_size, **options)``: the twin generated from ``fn``'s module."""
+    module_of = _checked_module(fn, ref)
+
+    def build(input_size: tuple[int, int] | None = None, **options: Any) -> Any:
+        twin = _resolve(GENERATED_TWIN)
+        return twin(module_of(**options), tuple(input_size or USER_INPUT_SIZE),
+                    weights=False, name=name)
+
+    params = list(inspect.signature(fn).parameters.values())
+    build.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("input_size", inspect.Parameter.KEYWORD_ONLY, default=None),
+         *[p if p.kind == p.VAR_KEYWORD else p.replace(kind=p.KEYWORD_ONLY)
+           for p in params if p.kind != p.VAR_POSITIONAL]])
+    return build
 
 
 def _option_value(text: str) -> bool | int | float | str:

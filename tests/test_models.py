@@ -30,6 +30,7 @@ from codenn_convert.twins import mapper
 from codenn_convert.twins.build import inference_view, set_torch_state, torch_twin
 from codenn_convert.twins.init import realistic_model, small_calibration_size, torch_state_of
 from codenn_convert.verification.metrics import compare
+from tests.autotwin_oracle import check_generated_twin
 
 MODELS = list_models()
 
@@ -73,6 +74,9 @@ def test_model_contract(name: str) -> None:
     assert np.abs(ref).max() > 0.1  # realistic logits, not a collapsed output
     pair = compare(ref, out, rtol=spec.rtol, names=("torch", "keras"))
     assert pair.passed, (pair.max_rel, spec.rtol)
+
+    # The Keras twin generated from the torch twin's graph is the hand-written one.
+    check_generated_twin(name, tmodel, kmodel, plan, x, out)
 
     del tmodel, kmodel, state
     gc.collect()

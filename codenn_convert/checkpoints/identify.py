@@ -51,16 +51,18 @@ def _try(name: str, raw: sources.RawCheckpoint) -> Candidate:
                      sample_keys=tuple(list(found)[:3]))
 
 
-def candidates(raw: sources.RawCheckpoint) -> list[Candidate]:
-    """Every registered model tried against ``raw``, closest first (matches first, then by
-    number of mismatches, registration order breaking ties)."""
-    tried = [_try(name, raw) for name in list_models()]
+def candidates(raw: sources.RawCheckpoint, models: Sequence[str] | None = None
+               ) -> list[Candidate]:
+    """Every registered model (or only ``models``) tried against ``raw``, closest first
+    (matches first, then by number of mismatches, registration order breaking ties)."""
+    tried = [_try(name, raw) for name in (models or list_models())]
     return sorted(tried, key=lambda c: len(c.mismatches))
 
 
-def identify(path: str | os.PathLike[str]) -> list[Candidate]:
+def identify(path: str | os.PathLike[str], models: Sequence[str] | None = None
+             ) -> list[Candidate]:
     """The candidates for the file at ``path`` (see :func:`candidates`)."""
-    return candidates(sources.read_raw(path))
+    return candidates(sources.read_raw(path), models)
 
 
 def describe_none(path: Any, found: Sequence[Candidate], limit: int = 3) -> str:

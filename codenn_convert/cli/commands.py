@@ -21,6 +21,7 @@ from rich.table import Table
 
 from codenn_convert.checkpoints.atomic import disk_full
 from codenn_convert.cli.options import (
+    MODEL_HELP,
     AllowNonfinite,
     Batch,
     InputSize,
@@ -39,6 +40,7 @@ from codenn_convert.cli.options import (
     Seed,
     TfliteFiles,
     lossy_floors,
+    model_name,
     parse_runtimes,
     split_list,
 )
@@ -168,13 +170,19 @@ def list_cmd(
 def convert(
     args: Annotated[list[str], typer.Argument(
         metavar="[MODEL] SRC DST",
-        help="Model name (see `codenn list`; identified from SRC when left out), source "
+        help="Model name (see `codenn list`; identified from SRC when left out) or your own "
+        "torch model as path/to/file.py:function (imports and runs it), source "
         "checkpoint (.pt/.pth/.safetensors/.weights.h5/.h5), destination (format from its "
         "extension).")],
     option: Options = None,
     allow_nonfinite: AllowNonfinite = False,
+    input_size: Annotated[tuple[int, int] | None, typer.Option(
+        "--input-size", metavar="H W", help="Your own model's twin is built for this size "
+        "(default 224 224); registered models do not need it.")] = None,
 ) -> None:
-    """Convert a checkpoint between torch and Keras layouts (direction from the extensions)."""
+    """Convert a checkpoint between torch and Keras layouts (direction from the extensions).
+    MODEL may be your own torch model as path/to/file.py:function or
+    package.module:function (this imports and runs that code)."""
     from codenn_convert.convert import convert_checkpoint
     from codenn_convert.errors import UsageError
     from codenn_convert.registry import parse_options
@@ -187,6 +195,8 @@ def convert(
             if len(args) < 2 else f"convert takes [MODEL] SRC DST, not {len(args)} paths: "
             f"{given!r}")
     model, src, dst = (None, *args) if len(args) == 2 else args
+    model = model_name(model, input_size, registered_size=False) if model else (
+        model_name("", input_size, registered_size=False) or None)
     options = parse_options(model, option or []) if model else _raw_options(option or [])
     with progress(f"converting {src} -> {dst}"):
         res = convert_checkpoint(model, Path(src), Path(dst), options=options,
@@ -206,6 +216,10 @@ def _raw_options(items: list[str]) -> dict[str, Any]:
 @handled
 def identify(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint, either layout.")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", metavar="MODEL", help="Try only this model (repeatable); your own as "
+        "path/to/file.py:function or package.module:function (imports and runs it).")
+    ] = None,
 ) -> None:
     """Name the registered model(s) whose keys and shapes the checkpoint matches (with the
     options the file determines); none: an error naming the nearest model's mismatches."""
@@ -213,7 +227,7 @@ def identify(
     from codenn_convert.checkpoints.identify import identify as run_identify
     from codenn_convert.errors import CheckpointError
 
-    found = run_identify(ckpt)
+    found = run_identify(ckpt, [model_name(m) for m in model or []] or None)
     matches = [c for c in found if c.matches]
     if not matches:
         raise CheckpointError(describe_none(ckpt, found, limit=5))
@@ -224,7 +238,7 @@ def identify(
 @app.command()
 @handled
 def export(
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     output: Annotated[Path, typer.Option(
         "-o", "--output", help="Output .onnx or .tflite path (the suffix picks the format).")],
     framework: Annotated[str, typer.Option("--framework", help="torch or keras.")] = "torch",
@@ -255,6 +269,7 @@ def export(
     from codenn_convert.export.formats import FormatOptions, export_file
     from codenn_convert.registry import parse_options
 
+    model = model_name(model, input_size)
     options = parse_options(model, option or [])
     with progress(f"exporting {model} ({framework}) to {output}"):
         path = export_file(model, output, fmt=fmt, extra=FormatOptions(opset, layout),
@@ -279,7 +294,7 @@ def _finish(results: list[Any], json_path: Path | None, *, show_layers: bool = F
 @app.command()
 @handled
 def verify(
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Checkpoint (either layout) feeding both twins.")] = None,
     torch_weights: Annotated[Path | None, typer.Option(
@@ -319,6 +334,7 @@ def verify(
     from codenn_convert.verification.options import VerifyOptions
     from codenn_convert.verification.run import verify_inputs
 
+    model = model_name(model, input_size)
     config = VerifyOptions(
         weights=weights, torch_weights=torch_weights, keras_weights=keras_weights,
         onnx=onnx or (), tflite=tflite or (), batch=batch, seed=seed, input_size=input_size,
@@ -364,7 +380,8 @@ def check(
 @handled
 def report(
     models: Annotated[list[str] | None, typer.Argument(
-        help="Models (default: the default set), or with --from-json the JSON files.")] = None,
+        help="Models (default: the default set; your own as path/to/file.py:function, which "
+        "imports and runs it), or with --from-json the JSON files.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered variant.")] = False,
     from_json: Annotated[bool, typer.Option(
         "--from-json", help="Render the reports from `verify --json` files (e.g. CI shards) "
@@ -409,7 +426,8 @@ def _verify_set(models: list[str] | None, all_models: bool, config: Any) -> list
     from codenn_convert.registry import list_models
     from codenn_convert.verification.run import verify_many
 
-    names = list_models() if all_models else (models or list_models(default_only=True))
+    names = list_models() if all_models else (
+        [model_name(m) for m in models or []] or list_models(default_only=True))
     finished = [0]
 
     def done(result: Any) -> None:

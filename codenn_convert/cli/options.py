@@ -8,6 +8,11 @@ from typing import Annotated
 
 import typer
 
+MODEL_HELP = ("Model name (see `codenn list`), or your own torch model as "
+              "path/to/file.py:function or package.module:function returning an nn.Module "
+              "(this imports and runs that code: only use code you trust); its Keras twin is "
+              "generated from its graph.")
+
 Options = Annotated[
     list[str] | None,
     typer.Option("--option", metavar="KEY=VALUE",
@@ -86,3 +91,18 @@ def parse_runtimes(value: str | None) -> tuple[str, ...]:
 def split_list(values: list[str] | None) -> tuple[str, ...]:
     """Repeatable options that also take comma-separated lists, flattened."""
     return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
+
+
+def model_name(text: str, input_size: tuple[int, int] | None = None, *,
+               registered_size: bool = True) -> str:
+    """A registered name, or a user model (``file.py:function``) resolved to its name; a
+    user model's twin is built (and its seeded weights calibrated) at ``input_size``, which
+    only a user model may take where ``registered_size`` is False (convert)."""
+    from codenn_convert.errors import UsageError
+    from codenn_convert.registry import is_model_reference, resolve_model
+
+    user = is_model_reference(text)
+    if input_size is not None and not user and not registered_size:
+        raise UsageError("--input-size is for your own model (file.py:function); a "
+                         "registered model's weights do not depend on it")
+    return resolve_model(text, input_size if user else None) if text else text

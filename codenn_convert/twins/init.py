@@ -24,31 +24,34 @@ from codenn_convert.registry import _resolve, get_model, get_spec
 from codenn_convert.twins.rules import LayerRule, torch_rule
 
 
-def _weighted_modules(model: Any) -> list[tuple[str, Any, LayerRule]]:
+def _weighted_modules(model: Any, free: bool = False) -> list[tuple[str, Any, LayerRule]]:
     """Every module holding parameters or buffers of its own, with its layer rule; a module
     without a rule is a one-line error naming its path and type (it would keep torch's
-    default initialisation silently)."""
+    default initialisation silently), unless ``free`` (a user's model, whose bare
+    parameters keep the user's own initialisation: see ``ModelSpec.free_parameters``)."""
     found = []
     for path, module in model.named_modules():
         if next(module.parameters(recurse=False), None) is None and next(
                 module.buffers(recurse=False), None) is None:
             continue
-        found.append((path, module, torch_rule(path, module)))
+        rule = torch_rule(path, module, required=not free)
+        if rule is not None:
+            found.append((path, module, rule))
     return found
 
 
-def _init_module(model: Any, gen: Any) -> None:
+def _init_module(model: Any, gen: Any, free: bool = False) -> None:
     import torch
 
     with torch.no_grad():
-        for _, module, rule in _weighted_modules(model):
+        for _, module, rule in _weighted_modules(model, free):
             if rule.init is not None:
                 rule.init(module, gen)
 
 
-def _running_stats(model: Any) -> list[Any]:
+def _running_stats(model: Any, free: bool = True) -> list[Any]:
     """The modules whose rule keeps running statistics (BatchNorm)."""
-    return [m for _, m, rule in _weighted_modules(model) if rule.running_stats]
+    return [m for _, m, rule in _weighted_modules(model, free) if rule.running_stats]
 
 
 def positive_batchnorm_shift(model: Any, gen: Any) -> None:
@@ -113,7 +116,7 @@ def realistic_model(name: str, seed: int = 0, calibration_size: tuple[int, int] 
     spec = get_spec(name)
     model = get_model(name, "torch", **builder_kwargs)
     gen = torch.Generator().manual_seed(seed)
-    _init_module(model, gen)
+    _init_module(model, gen, spec.free_parameters)
     for hook in spec.init_hooks:
         _resolve(hook)(model, gen)
     if calibration_size is None:

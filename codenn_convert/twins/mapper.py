@@ -67,9 +67,9 @@ def expected_torch_state(plan: list[LayerPlan]) -> dict[str, tuple[int, ...]]:
     for p in plan:
         rule = RULES[p.kind]
         for suffix, shape in rule.torch_shapes(p):
-            out[f"{p.prefix}.{suffix}"] = tuple(shape)
+            out[p.key(suffix)] = tuple(shape)
         for suffix in rule.extra_keys:
-            out[f"{p.prefix}.{suffix}"] = ()
+            out[p.key(suffix)] = ()
     return out
 
 
@@ -118,10 +118,10 @@ def torch_to_keras(
     tracked: dict[str, int] = {}
     for p in plan:
         rule = RULES[p.kind]
-        src = [np.asarray(state[f"{p.prefix}.{s}"]) for s, _ in rule.torch_shapes(p)]
+        src = [np.asarray(state[p.key(s)]) for s, _ in rule.torch_shapes(p)]
         weights[p.name] = rule.to_keras(p, src)
         for suffix in rule.extra_keys:
-            key = f"{p.prefix}.{suffix}"
+            key = p.key(suffix)
             if key in state:
                 tracked[p.name] = int(np.asarray(state[key]))
     return weights, tracked
@@ -142,9 +142,9 @@ def keras_to_torch(
         rule = RULES[p.kind]
         arrays = rule.to_torch(p, [np.asarray(w) for w in weights[p.name]])
         for (suffix, _), arr in zip(rule.torch_shapes(p), arrays, strict=True):
-            state[f"{p.prefix}.{suffix}"] = arr
+            state[p.key(suffix)] = arr
         for suffix in rule.extra_keys:
-            state[f"{p.prefix}.{suffix}"] = np.asarray(tracked.get(p.name, 0), dtype=np.int64)
+            state[p.key(suffix)] = np.asarray(tracked.get(p.name, 0), dtype=np.int64)
     return state
 
 

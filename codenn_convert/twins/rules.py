@@ -66,6 +66,11 @@ class LayerPlan:
         """The torch module path: our twins name each Keras layer after it."""
         return self.name
 
+    def key(self, suffix: str) -> str:
+        """The torch key of one of the layer's tensors (``suffix`` "" names the layer's
+        own path: a bare parameter, see the ``parameter`` rule)."""
+        return f"{self.prefix}.{suffix}" if suffix else self.prefix
+
 
 @dataclass(frozen=True)
 class LayerRule:
@@ -244,6 +249,50 @@ class DepthwiseConvRule:
         return [np.ascontiguousarray(weight), *ws[1:]]
 
     init = _he_init  # fan_in = kh * kw: one input channel per filter
+
+
+@layer_rule("grouped_conv", torch="torch.nn.Conv2d",
+            keras="codenn_convert.twins.fx_layers.GroupedConv2D")
+class GroupedConvRule:
+    """A grouped, not depthwise ``Conv2d`` (``1 < groups < in_channels``): weight
+    ``(O, I/g, kH, kW)`` <-> g kernels ``(kH, kW, I/g, O/g)`` (group i takes output rows
+    ``i*O/g ...``, as torch's groups do) and the bias ``(O,)`` as-is."""
+
+    def torch_match(module: Any) -> bool:
+        return 1 < int(module.groups) < int(module.in_channels)
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        g = sum(len(s) == 4 for s in p.keras_shapes)
+        kh, kw, i, o = p.keras_shapes[0]
+        out: Shapes = [("weight", (o * g, i, kh, kw))]
+        return out + [("bias", p.keras_shapes[g])] if len(p.keras_shapes) > g else out
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        g = sum(len(s) == 4 for s in p.keras_shapes)
+        blocks = np.split(ws[0], g, axis=0)
+        return [np.ascontiguousarray(b.transpose(2, 3, 1, 0)) for b in blocks] + ws[1:]
+
+    def to_torch(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        g = sum(np.ndim(w) == 4 for w in ws)
+        weight = np.concatenate([w.transpose(3, 2, 0, 1) for w in ws[:g]], axis=0)
+        return [np.ascontiguousarray(weight), *ws[g:]]
+
+    init = _he_init
+
+
+@layer_rule("parameter", torch=None, keras="codenn_convert.twins.fx_layers.TorchParameter")
+class ParameterRule:
+    """A bare parameter an op uses (``x * self.gamma``) in a generated twin: the Keras layer
+    is named by the parameter's own path and keeps torch's shape, so the map is the
+    identity."""
+
+    def torch_shapes(p: LayerPlan) -> Shapes:
+        return [("", p.keras_shapes[0])]
+
+    def to_keras(p: LayerPlan, ws: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(w) for w in ws]
+
+    to_torch = to_keras
 
 
 @layer_rule("dense", torch="torch.nn.Linear", keras="keras.layers.Dense",

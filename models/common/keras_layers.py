@@ -207,6 +207,9 @@ class HardSigmoid(layers.Layer):
     def call(self, x: Any) -> Any:
         return ops.divide(ops.relu6(ops.add(x, 3.0)), 6.0)
 
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
+
 
 @keras.saving.register_keras_serializable(package="codenn")
 class HardSwish(layers.Layer):
@@ -216,6 +219,9 @@ class HardSwish(layers.Layer):
 
     def call(self, x: Any) -> Any:
         return ops.divide(ops.multiply(x, ops.relu6(ops.add(x, 3.0))), 6.0)
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
 
 
 @keras.saving.register_keras_serializable(package="codenn")
@@ -230,6 +236,9 @@ class GELU(layers.Layer):
     def call(self, x: Any) -> Any:
         half = ops.multiply(x, 0.5)
         return ops.multiply(half, ops.add(ops.erf(ops.multiply(x, math.sqrt(0.5))), 1.0))
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape  # element-wise (stated, so Keras need not trace call to find it)
 
 
 #: torch activation module name -> the Keras layer computing it (``ReLU6`` via max_value).
@@ -254,18 +263,24 @@ class ScaledResidual(layers.Layer):
     """``residual + layer_scale * branch`` with a ``(C,)`` layer scale: the Keras side of
     :class:`codenn_convert.models.common.torch_layers.ScaledResidual` (torch keeps the
     scale as ``(C, 1, 1)``). Called on ``[branch, residual]``; named after the torch block,
-    so its output is the block's output."""
+    so its output is the block's output. Called on one tensor it is ``layer_scale * x``
+    alone (a generated twin, whose residual add is the graph's own node)."""
 
     def build(self, input_shape: Any) -> None:
-        self.layer_scale = self.add_weight(name="layer_scale", shape=(int(input_shape[0][-1]),),
+        pair = isinstance(input_shape, list | tuple) and isinstance(input_shape[0], list | tuple)
+        channels = int((input_shape[0] if pair else input_shape)[-1])
+        self.layer_scale = self.add_weight(name="layer_scale", shape=(channels,),
                                            initializer=keras.initializers.Constant(1e-6))
 
     def call(self, inputs: Any) -> Any:
+        if not isinstance(inputs, list | tuple):
+            return ops.multiply(self.layer_scale, inputs)
         branch, residual = inputs
         return ops.add(ops.multiply(self.layer_scale, branch), residual)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape[1]
+        pair = isinstance(input_shape, list | tuple) and isinstance(input_shape[0], list | tuple)
+        return input_shape[1] if pair else input_shape
 
 
 @keras.saving.register_keras_serializable(package="codenn")
