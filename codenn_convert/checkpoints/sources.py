@@ -241,6 +241,11 @@ def _variants(name: str, explicit: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [base] + [{**base, k: v} for k in flags for v in (True, False)]
 
 
+def default_keys(name: str) -> frozenset[str]:
+    """Every key any variant of ``name`` has (its inferable flags on and off)."""
+    return frozenset().union(*_candidates(name, {}))
+
+
 def _candidates(name: str, explicit: Mapping[str, Any]) -> tuple[frozenset[str], ...]:
     return tuple(frozenset(expected_shapes(name, v)) for v in _variants(name, explicit))
 
