@@ -54,12 +54,13 @@ def test_keras_type_picks_the_depthwise_rule(pair) -> None:  # type: ignore[no-u
 def test_torch_groups_pick_the_rule_not_shapes() -> None:
     kinds = {
         "depthwise": nn.Conv2d(4, 8, 3, groups=4),
-        "grouped": nn.Conv2d(4, 8, 3, groups=2),  # not depthwise: the plain conv rule
+        # Not depthwise: its own rule (split, g convs, concat; see docs/autotwin.md).
+        "grouped": nn.Conv2d(4, 8, 3, groups=2),
         "plain": nn.Conv2d(4, 8, 3),
         "one_channel": nn.Conv2d(1, 8, 3),  # a conv (its kernel looks like a depthwise one)
     }
     found = {k: rules.torch_rule(k, m).name for k, m in kinds.items()}  # type: ignore[union-attr]
-    assert found == {"depthwise": "depthwise_conv", "grouped": "conv", "plain": "conv",
+    assert found == {"depthwise": "depthwise_conv", "grouped": "grouped_conv", "plain": "conv",
                      "one_channel": "conv"}
 
 
