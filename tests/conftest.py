@@ -16,6 +16,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# The width run_cli gives its subprocesses; rich's stderr console reads it when the CLI is
+# imported, so run_cli_here's output is laid out as theirs is.
+os.environ.setdefault("COLUMNS", "200")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,32 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def run_cli_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``codenn ARGS`` in this process, as :func:`run_cli` reports it (exit status, stdout,
+    stderr). A subprocess imports torch and TensorFlow again: about 4.6 CPU-seconds a call,
+    a third of the suite's CPU. For tests of what a command does; tests of the process itself
+    (signals, memory, imports, C-level output, a user's ``sys.path``) keep :func:`run_cli`."""
+    import contextlib
+    import io
+
+    from codenn_convert.cli.commands import app, one_line, print_error
+    from codenn_convert.cli.usage import run
+
+    # Text streams over bytes, as a pipe's are: `--json -` writes to sys.stdout.buffer.
+    streams = [io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2)]
+    argv, code = sys.argv, 0
+    sys.argv = ["codenn", *args]
+    try:
+        with contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]):
+            run(app, "codenn", print_error, one_line)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    out, err = (s.flush() or s.buffer.getvalue().decode() for s in streams)
+    return subprocess.CompletedProcess(["codenn", *args], code, out, err)
 
 
 def cli_peak_rss(argv: list[str], timeout: float = 600

@@ -15,7 +15,7 @@ import torch
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.checkpoints import filters, sources
 from codenn_convert.twins.init import realistic_state
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 
 def _notes(proc: subprocess.CompletedProcess[str]) -> list[str]:
@@ -77,7 +77,7 @@ def test_wrapped_checkpoints_convert_with_one_note_per_step(
     wrap, expected = WRAPPERS[wrapper]
     src, dst = tmp_path / f"{wrapper}.pth", tmp_path / "out.safetensors"
     torch.save(wrap(r18), src)
-    proc = run_cli("convert", "resnet18", str(src), str(dst))
+    proc = run_cli_here("convert", "resnet18", str(src), str(dst))
     assert proc.returncode == 0, proc.stderr
     assert _notes(proc) == [*expected, "inferred num_classes=10 from the checkpoint "
                                        "(fc.weight (10, 512))"]
@@ -113,7 +113,7 @@ def test_precision_round_trip_is_bit_identical_dtype_included(
     state = _mixed_precision(r18)
     src, h5, back = tmp_path / f"src{suffix}", tmp_path / "k.weights.h5", tmp_path / f"b{suffix}"
     checkpoint.save_torch_state(state, src)
-    proc = run_cli("convert", str(src), str(h5))  # two arguments: identified
+    proc = run_cli_here("convert", str(src), str(h5))  # two arguments: identified
     assert proc.returncode == 0, proc.stderr
     notes = _notes(proc)
     assert notes[0] == "identified resnet18 (num_classes=10)"
@@ -123,7 +123,7 @@ def test_precision_round_trip_is_bit_identical_dtype_included(
     rounding = [n for n in notes if n.startswith("rounded 2 float64 tensors to float32")]
     assert rounding and "exact only to float32" in rounding[0], notes
     assert sources.read_source_dtypes(h5)["layer1.0.conv1.weight"] == "float16"
-    proc = run_cli("convert", "resnet18", str(h5), str(back))
+    proc = run_cli_here("convert", "resnet18", str(h5), str(back))
     assert proc.returncode == 0, proc.stderr
     got = checkpoint.load_torch_state(back)
     exact = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -139,15 +139,15 @@ def test_inferred_head_explicit_agreeing_and_contradicting_options(
 ) -> None:
     src = tmp_path / "ft.safetensors"
     checkpoint.save_torch_state(r18, src)
-    agree = run_cli("convert", "resnet18", str(src), str(tmp_path / "a.weights.h5"),
+    agree = run_cli_here("convert", "resnet18", str(src), str(tmp_path / "a.weights.h5"),
                     "--option", "num_classes=10")
     assert agree.returncode == 0 and not _notes(agree), agree.stderr
-    _one_line_error(run_cli("convert", "resnet18", str(src), str(tmp_path / "b.weights.h5"),
+    _one_line_error(run_cli_here("convert", "resnet18", str(src), str(tmp_path / "b.weights.h5"),
                             "--option", "num_classes=5"),
                     "option num_classes=5 contradicts the checkpoint (fc.weight (10, 512): "
                     "num_classes=10)")
     onnx_file = tmp_path / "ft.onnx"
-    proc = run_cli("export", "resnet18", "--weights", str(tmp_path / "a.weights.h5"),
+    proc = run_cli_here("export", "resnet18", "--weights", str(tmp_path / "a.weights.h5"),
                    "--input-size", "32", "32", "-o", str(onnx_file))
     assert proc.returncode == 0, proc.stderr
     assert "inferred num_classes=10 from the checkpoint (fc.weight (10, 512))" in _notes(proc)
@@ -166,21 +166,21 @@ def _zeros(name: str, **options: Any) -> dict[str, np.ndarray]:
 def test_identify_one_several_and_none(r18: dict[str, np.ndarray], tmp_path: Path) -> None:
     one = tmp_path / "one.pth"
     torch.save({"state_dict": _tensors(r18, "module.")}, one)
-    proc = run_cli("identify", str(one))
+    proc = run_cli_here("identify", str(one))
     assert proc.returncode == 0 and proc.stdout.split("\n")[0] == "resnet18 (num_classes=10)"
 
     several = tmp_path / "noaux.safetensors"  # torchvision without aux = keras.applications'
     checkpoint.save_torch_state(_zeros("inception_v3", aux_logits=False), several)
-    proc = run_cli("identify", str(several))
+    proc = run_cli_here("identify", str(several))
     assert proc.returncode == 0
     assert proc.stdout.split() == ["inception_v3", "(aux_logits=false)", "keras_inception_v3"]
-    _one_line_error(run_cli("convert", str(several), str(tmp_path / "x.weights.h5")),
+    _one_line_error(run_cli_here("convert", str(several), str(tmp_path / "x.weights.h5")),
                     "matches several models: inception_v3 (aux_logits=false), "
                     "keras_inception_v3; name one")
 
     none = tmp_path / "none.safetensors"
     broken = {k: v for k, v in r18.items() if not k.startswith("layer4.1.bn2")}
     checkpoint.save_torch_state(broken, none)
-    _one_line_error(run_cli("identify", str(none)),
+    _one_line_error(run_cli_here("identify", str(none)),
                     "matches no registered model; nearest: resnet18 (num_classes=10) with 4 "
                     "mismatches: missing layer4.1.bn2.weight; missing layer4.1.bn2.bias")

@@ -22,7 +22,7 @@ from codenn_convert.models.densenet.torchvision_legacy import rename_legacy_keys
 from codenn_convert.registry import get_model, get_spec
 from codenn_convert.twins.build import keras_twin
 from codenn_convert.twins.init import realistic_state
-from tests.conftest import max_rel, run_cli
+from tests.conftest import max_rel, run_cli_here
 from tests.keras_apps import realistic_keras_application
 
 DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
@@ -202,14 +202,14 @@ def test_the_legacy_filter_renames_only_legacy_keys(tv_state: dict[str, np.ndarr
 def test_legacy_torchvision_checkpoint_converts_with_a_note(
         tv_state: dict[str, np.ndarray], module_tmp: Path) -> None:
     old = _save(_legacy(tv_state), module_tmp / "densenet121-a639ec97.pth")
-    proc = _ok(run_cli("convert", str(old), str(module_tmp / "legacy.weights.h5")))
+    proc = _ok(run_cli_here("convert", str(old), str(module_tmp / "legacy.weights.h5")))
     renamed = 58 * 10  # per dense layer: norm1 and norm2 (4 tensors each), conv1, conv2
     assert _notes(proc) == [
         "identified densenet121",
         f"renamed {renamed} legacy torchvision DenseNet keys ('norm.1' -> 'norm1', "
         "'conv.1' -> 'conv1', ...)",
     ]
-    proc = _ok(run_cli("identify", str(old)))
+    proc = _ok(run_cli_here("identify", str(old)))
     assert proc.stdout.split() == ["densenet121"]  # keras_densenet121 reads no legacy keys
     back = module_tmp / "legacy_back.pth"
     convert_checkpoint("densenet121", module_tmp / "legacy.weights.h5", back)
@@ -261,7 +261,7 @@ def test_keras_applications_densenet121_into_torch(
         keras_app: SimpleNamespace, module_tmp: Path, layout: str) -> None:
     src = getattr(keras_app, layout)
     pth = module_tmp / f"{layout}.pth"
-    proc = _ok(run_cli("convert", str(src), str(pth)))  # no model named: identified
+    proc = _ok(run_cli_here("convert", str(src), str(pth)))  # no model named: identified
     assert _notes(proc)[:2] == ["identified keras_densenet121", "renamed 242 foreign Keras "
                                 "layers to keras_densenet121's layer names"]
     nchw = np.ascontiguousarray(keras_app.x.transpose(0, 3, 1, 2))
@@ -278,7 +278,7 @@ def test_keras_applications_densenet121_to_onnx(keras_app: SimpleNamespace,
 
     onnx_file = module_tmp / "keras_densenet121.onnx"
     size = str(KERAS_APP_SIZE)
-    _ok(run_cli("export", "keras_densenet121", "--weights", str(keras_app.legacy),
+    _ok(run_cli_here("export", "keras_densenet121", "--weights", str(keras_app.legacy),
                 "--input-size", size, size, "-o", str(onnx_file)))
     nchw = np.ascontiguousarray(keras_app.x.transpose(0, 3, 1, 2))
     got = ort.InferenceSession(str(onnx_file)).run(None, {"input": nchw})[0]
@@ -299,7 +299,7 @@ def test_verify_names_a_faulty_layer(tv_state: dict[str, np.ndarray], module_tmp
     bad_h5 = module_tmp / "bad.weights.h5"
     convert_checkpoint("densenet121", _save(bad, module_tmp / "bad.pth"), bad_h5)
     report = module_tmp / "fault.json"
-    proc = run_cli("verify", "densenet121", "--torch-weights", str(clean), "--keras-weights",
+    proc = run_cli_here("verify", "densenet121", "--torch-weights", str(clean), "--keras-weights",
                    str(bad_h5), "--input-size", "64", "64", "--runtimes", "torch,keras",
                    "--json", str(report))
     assert proc.returncode == 1, proc.stdout + proc.stderr  # a parity failure
@@ -328,8 +328,8 @@ def test_torchvision_densenet121_round_trip_and_onnx_exports(
 
     src = _save(tv_state, module_tmp / "densenet121.pth")
     h5, back = module_tmp / "densenet121.weights.h5", module_tmp / "back.pth"
-    _ok(run_cli("convert", "densenet121", str(src), str(h5)))
-    _ok(run_cli("convert", "densenet121", str(h5), str(back)))
+    _ok(run_cli_here("convert", "densenet121", str(src), str(h5)))
+    _ok(run_cli_here("convert", "densenet121", str(h5), str(back)))
     got = _load(back)
     assert got.keys() == tv_state.keys()
     for key, value in tv_state.items():
@@ -340,7 +340,7 @@ def test_torchvision_densenet121_round_trip_and_onnx_exports(
         ref = _torch_model("densenet121", tv_state)(torch.from_numpy(x)).numpy()
     for framework, weights in (("torch", src), ("keras", h5)):
         onnx_file = module_tmp / f"densenet121-{framework}.onnx"
-        _ok(run_cli("export", "densenet121", "--framework", framework, "--weights",
+        _ok(run_cli_here("export", "densenet121", "--framework", framework, "--weights",
                     str(weights), "--input-size", "64", "64", "-o", str(onnx_file)))
         out = ort.InferenceSession(str(onnx_file)).run(None, {"input": x})[0]
         assert max_rel(ref, out) <= 1e-5, framework
@@ -356,7 +356,7 @@ def test_int8_meets_the_default_floors_on_both_sides(module_tmp: Path) -> None:
     from codenn_convert.verification.lossy import DEFAULT_THRESHOLDS
 
     report = module_tmp / "int8.json"
-    _ok(run_cli("verify", "densenet121", "--precision", "int8", "--runtimes",
+    _ok(run_cli_here("verify", "densenet121", "--precision", "int8", "--runtimes",
                 "onnx-torch,onnx-keras", "--json", str(report)))
     (model,) = json.loads(report.read_text())["models"]
     lossy = {p["b"]: p["lossy"] for p in model["pairs"] if p.get("lossy")}

@@ -19,7 +19,7 @@ import pytest
 
 from codenn_convert.verification import floor
 from codenn_convert.verification.metrics import compare
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 from tests.keras_apps import untrained_keras_application
 
 #: keras.applications name -> (our model, the smallest size that shows the problem).
@@ -49,7 +49,7 @@ def _save_untrained(app: str, folder: Path, *, flip: bool = False) -> Path:
 
 
 def _verify(*argv: str) -> tuple[Any, dict[str, Any]]:
-    proc = run_cli("verify", *argv, "--json", "-")
+    proc = run_cli_here("verify", *argv, "--json", "-")
     report = json.loads(proc.stdout) if proc.stdout.strip() else {}
     return proc, report
 
@@ -137,10 +137,11 @@ def test_an_explicit_rtol_is_held_exactly(tmp_path: Path) -> None:
 
     onnx = write_tiny_onnx(tmp_path / "tiny.onnx")
     golden = write_tiny_golden(tmp_path / "g.npz")
-    proc = run_cli("check", str(onnx), "--golden", str(golden), "--json", "-")
+    proc = run_cli_here("check", str(onnx), "--golden", str(golden), "--json", "-")
     (m,) = json.loads(proc.stdout)["models"]
     assert proc.returncode == 0 and m["float32_floor"] > 0, proc.stderr
     # A demand below what float32 can give fails: the floor lifts only the default.
-    proc = run_cli("check", str(onnx), "--golden", str(golden), "--rtol", "1e-12", "--json", "-")
+    proc = run_cli_here("check", str(onnx), "--golden", str(golden), "--rtol", "1e-12",
+                        "--json", "-")
     (m,) = json.loads(proc.stdout)["models"]
     assert proc.returncode == 1 and m["pairs"][0]["tolerance"] == 1e-12, proc.stderr

@@ -21,7 +21,7 @@ import torch
 
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.twins.build import torch_twin
-from tests.conftest import max_rel, run_cli
+from tests.conftest import max_rel, run_cli_here
 from tests.keras_apps import realistic_keras_application
 
 # keras.applications function -> (our model, input size, download file stem). ResNet runs at
@@ -85,7 +85,7 @@ def test_keras_applications_weights_into_torch_and_onnx(app: str, tmp_path: Path
     nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     pth = tmp_path / f"{name}.pth"
-    proc = run_cli("convert", str(keras3), str(pth))
+    proc = run_cli_here("convert", str(keras3), str(pth))
     assert proc.returncode == 0, proc.stderr
     assert _notes(proc)[0] == f"identified {name}", proc.stderr
     tmodel = torch_twin(name, checkpoint.load_torch_state(pth))  # strict=True
@@ -94,10 +94,10 @@ def test_keras_applications_weights_into_torch_and_onnx(app: str, tmp_path: Path
     del tmodel
     gc.collect()
 
-    proc = run_cli("identify", str(legacy))
+    proc = run_cli_here("identify", str(legacy))
     assert proc.returncode == 0 and proc.stdout.split() == [name], proc.stdout + proc.stderr
     onnx_file = tmp_path / f"{name}.onnx"
-    proc = run_cli("export", name, "--weights", str(legacy), "--input-size", str(size),
+    proc = run_cli_here("export", name, "--weights", str(legacy), "--input-size", str(size),
                    str(size), "-o", str(onnx_file))
     assert proc.returncode == 0, proc.stderr
     got = ort.InferenceSession(str(onnx_file)).run(None, {"input": nchw})[0]

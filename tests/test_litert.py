@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from codenn_convert.export.litert_format import read_metadata
-from tests.conftest import heavy_imports, max_rel, run_cli
+from tests.conftest import heavy_imports, max_rel, run_cli_here
 
 SIZE = ("--input-size", "64", "64")
 #: Planted fault: the gamma of this BatchNorm sign-flipped (a visible layer in LiteRT: the
@@ -45,7 +45,7 @@ def files(module_tmp: Path) -> dict[str, Path]:
         "bad.int8.tflite": ("--weights", str(d / "bad.safetensors"), "--precision", "int8"),
     }
     for name, args in runs.items():
-        _ok(run_cli("export", "resnet18", *SIZE, *args, "-o", str(d / name)))
+        _ok(run_cli_here("export", "resnet18", *SIZE, *args, "-o", str(d / name)))
     return {p.name: p for p in d.iterdir()}
 
 
@@ -78,7 +78,7 @@ def test_interface_is_float32_with_a_resizable_batch(files: dict[str, Path]) -> 
 def test_verify_judges_every_precision_and_check_replays_it(
         files: dict[str, Path], tmp_path: Path) -> None:
     js, golden = tmp_path / "v.json", tmp_path / "g.npz"
-    proc = run_cli("verify", "resnet18", *SIZE, "--weights", str(files["clean.safetensors"]),
+    proc = run_cli_here("verify", "resnet18", *SIZE, "--weights", str(files["clean.safetensors"]),
                    "--runtimes", "torch,keras,tflite", "--tflite", str(files["fp32.tflite"]),
                    "--tflite", str(files["fp16.tflite"]), "--tflite", str(files["int8.tflite"]),
                    "--json", str(js), "--save-golden", str(golden))
@@ -101,14 +101,14 @@ def test_verify_judges_every_precision_and_check_replays_it(
     assert m["error_vs_float64"]["tflite"] <= 1e-5
     assert data["environment"]["ai_edge_litert"].startswith("2.3")
     # Every report form shows the LiteRT runtimes.
-    _ok(run_cli("report", "--from-json", str(js), "-o", str(tmp_path / "rep")))
+    _ok(run_cli_here("report", "--from-json", str(js), "-o", str(tmp_path / "rep")))
     for form in ("parity.json", "parity.md", "parity.html", "junit.xml"):
         text = (tmp_path / "rep" / form).read_text()
         for runtime in ("tflite:fp32.tflite", "tflite:fp16.tflite", "tflite:int8.tflite"):
             assert runtime in text, (form, runtime)
     for f in ("fp32", "fp16", "int8"):
         out = tmp_path / f"c{f}.json"
-        _ok(run_cli("check", str(files[f"{f}.tflite"]), "--golden", str(golden), "--json",
+        _ok(run_cli_here("check", str(files[f"{f}.tflite"]), "--golden", str(golden), "--json",
                     str(out)))
         (c,) = json.loads(out.read_text())["models"][0]["pairs"]
         assert c["b"] == f"tflite:{f}.tflite" and c["passed"]
@@ -122,7 +122,7 @@ def test_verify_judges_every_precision_and_check_replays_it(
 def test_a_planted_fault_is_named_at_its_layer(files: dict[str, Path], tmp_path: Path,
                                                name: str) -> None:
     js = tmp_path / "f.json"
-    proc = run_cli("verify", "resnet18", *SIZE, "--weights", str(files["clean.safetensors"]),
+    proc = run_cli_here("verify", "resnet18", *SIZE, "--weights", str(files["clean.safetensors"]),
                    "--runtimes", "torch", "--tflite", str(files[name]), "--json", str(js))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (p,) = json.loads(js.read_text())["models"][0]["pairs"]
@@ -156,12 +156,12 @@ def test_bad_files_are_one_line_and_exit_2(files: dict[str, Path], tmp_path: Pat
     }
     _other_interface(tmp_path / "vector.tflite")
     for name, message in cases.items():
-        proc = run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--tflite",
+        proc = run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--tflite",
                        str(tmp_path / name))
         assert proc.returncode == 2, (name, proc.stdout + proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, name
     # A file for another input size (or layout) than the model is run at.
-    proc = run_cli("verify", "resnet18", "--input-size", "96", "96", "--runtimes", "torch",
+    proc = run_cli_here("verify", "resnet18", "--input-size", "96", "96", "--runtimes", "torch",
                    "--tflite", str(files["fp32.tflite"]))
     assert proc.returncode == 2 and "fits neither NHWC [N, 96, 96, 3]" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -169,7 +169,7 @@ def test_bad_files_are_one_line_and_exit_2(files: dict[str, Path], tmp_path: Pat
     for args, message in [(("--layout", "chw"), "unknown layout"),
                           (("--format", "onnx"), "writes a .onnx file"),
                           (("--opset", "17"), "--opset is for ONNX")]:
-        proc = run_cli("export", "resnet18", *SIZE, "-o", str(out), *args)
+        proc = run_cli_here("export", "resnet18", *SIZE, "-o", str(out), *args)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".codenn-partial*"))
 
@@ -190,7 +190,7 @@ def test_resnet50_tflite_matches_the_torch_twin_at_batch_2(tmp_path: Path) -> No
     state = realistic_state("resnet50", seed=5)
     save_torch_state(state, tmp_path / "resnet50.pth")
     out = tmp_path / "resnet50.tflite"
-    _ok(run_cli("export", "resnet50", "--weights", str(tmp_path / "resnet50.pth"), "-o",
+    _ok(run_cli_here("export", "resnet50", "--weights", str(tmp_path / "resnet50.pth"), "-o",
                 str(out)))
     x = seeded_batch(2, (224, 224), seed=9)
     with torch.no_grad():

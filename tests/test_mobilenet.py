@@ -20,7 +20,7 @@ from codenn_convert.twins import mapper
 from codenn_convert.twins.init import realistic_model, realistic_state, torch_state_of
 from codenn_convert.verification import localise as loc
 from codenn_convert.verification import seeded_batch
-from tests.conftest import max_rel, run_cli
+from tests.conftest import max_rel, run_cli_here
 from tests.keras_apps import realistic_keras_application
 
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
@@ -131,7 +131,7 @@ def test_keras_applications_both_layouts_into_torch_and_onnx(app: str, tmp_path:
     nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     pth = tmp_path / f"{name}.pth"
-    proc = run_cli("convert", str(keras3), str(pth))
+    proc = run_cli_here("convert", str(keras3), str(pth))
     assert proc.returncode == 0, proc.stderr
     assert f"note: identified {name}" in proc.stderr, proc.stderr
     tmodel = twins.torch_twin(name, checkpoint.load_torch_state(pth))
@@ -139,7 +139,7 @@ def test_keras_applications_both_layouts_into_torch_and_onnx(app: str, tmp_path:
         assert max_rel(ref, tmodel(torch.from_numpy(nchw)).numpy()) <= 1e-5
 
     onnx_file = tmp_path / f"{name}.onnx"
-    proc = run_cli("export", name, "--weights", str(legacy), "--input-size", str(size),
+    proc = run_cli_here("export", name, "--weights", str(legacy), "--input-size", str(size),
                    str(size), "-o", str(onnx_file))
     assert proc.returncode == 0, proc.stderr
     got = ort.InferenceSession(str(onnx_file)).run(None, {"input": nchw})[0]
@@ -167,7 +167,7 @@ def test_minimalistic_is_refused_by_name(tmp_path: Path) -> None:
     model = _app("MobileNetV3Small", 32, minimalistic=True)
     path = tmp_path / "small.weights.h5"
     model.save_weights(str(path))
-    proc = run_cli("convert", str(path), str(tmp_path / "out.pth"))
+    proc = run_cli_here("convert", str(path), str(tmp_path / "out.pth"))
     assert proc.returncode == 2, proc.stderr
     assert "MobileNetV3Small(minimalistic=True)" in proc.stderr
     assert not (tmp_path / "out.pth").exists()

@@ -16,7 +16,7 @@ from codenn_convert.export import calibration as calib
 from codenn_convert.export import metadata
 from codenn_convert.export import precision as prec
 from codenn_convert.verification import lossy
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 MODEL, SIZE = "resnet18", (64, 64)
 FRAMEWORKS = ("torch", "keras")
@@ -49,7 +49,7 @@ def exports(module_tmp: Path) -> dict[tuple[str, str], Path]:
         for p in prec.PRECISIONS:
             out = tmp / f"{fw}.{p}.onnx"
             extra = ["--calibration", calibration[fw]] if p == "int8" else []
-            proc = run_cli("export", MODEL, "--framework", fw, "--precision", p,
+            proc = run_cli_here("export", MODEL, "--framework", fw, "--precision", p,
                            "--input-size", *map(str, SIZE), "-o", str(out), *extra)
             assert proc.returncode == 0, proc.stderr
             files[fw, p] = out
@@ -163,7 +163,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path: Path, case: str) -> 
     argv, needle = _bad_inputs(tmp_path)[case]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = run_cli("export", MODEL, "--input-size", *map(str, SIZE), "-o",
+    proc = run_cli_here("export", MODEL, "--input-size", *map(str, SIZE), "-o",
                    str(out_dir / "m.onnx"), *argv)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

@@ -19,7 +19,7 @@ from codenn_convert.twins.init import realistic_state
 from codenn_convert.verification import verify, verify_inputs
 from codenn_convert.verification.images import IMAGENET_MEAN, IMAGENET_STD, load_image, resize_size
 from codenn_convert.verification.layers import LAYER_RTOL
-from tests.conftest import FAULT, run_cli, write_faulty_alexnet
+from tests.conftest import FAULT, run_cli_here, write_faulty_alexnet
 
 SIZE = (64, 64)
 
@@ -154,7 +154,7 @@ def test_photo_runs_as_its_own_result(files: dict[str, Path]) -> None:
 
 def test_cli_per_side_weights_and_layers(files: dict[str, Path], tmp_path: Path) -> None:
     js = tmp_path / "v.json"
-    proc = run_cli("verify", "alexnet", "--input-size", "64", "64",
+    proc = run_cli_here("verify", "alexnet", "--input-size", "64", "64",
                    "--torch-weights", str(files["clean.safetensors"]),
                    "--keras-weights", str(files["bad.weights.h5"]),
                    "--onnx", str(files["clean_nhwc.onnx"]), "--image", str(files["photo.jpg"]),

@@ -15,7 +15,7 @@ import pytest
 from codenn_convert import report as rep
 from codenn_convert.verification.layers import LayerError, sqnr_drop
 from codenn_convert.verification.lossy import DEFAULT_THRESHOLDS
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 SIZE = ("--input-size", "64", "64")
 
@@ -65,7 +65,7 @@ def test_verify_precision_adds_lossy_runtimes_judged_by_sqnr(tmp_path: Path) -> 
     # Batch 8: top-5 overlap is a mean over samples, and at batch 2 one near-tie of this
     # random-weight 64x64 net is 0.1 of it (onnx-keras-int8 measured 0.80 at batch 2, 0.875
     # at batch 8; the floor is 0.8).
-    _ok(run_cli("verify", "resnet18", *SIZE, "--batch", "8", "--precision", "fp16,int8",
+    _ok(run_cli_here("verify", "resnet18", *SIZE, "--batch", "8", "--precision", "fp16,int8",
                 "--json", str(out)))
     pairs = _pairs(out)
     for side in ("onnx-torch", "onnx-keras"):
@@ -90,7 +90,7 @@ def test_verify_precision_adds_lossy_runtimes_judged_by_sqnr(tmp_path: Path) -> 
     assert "onnx-torch-fp16 vs onnx-torch-int8" not in pairs
     assert "torch vs onnx-torch-fp16" not in pairs  # compared with its source only
     # The reports render it: SQNR plot in HTML, the lossy table in Markdown.
-    _ok(run_cli("report", "--from-json", str(out), "-o", str(tmp_path / "rep")))
+    _ok(run_cli_here("report", "--from-json", str(out), "-o", str(tmp_path / "rep")))
     html = (tmp_path / "rep" / "parity.html").read_text()
     assert "Per-layer SQNR of lossy pairs" in html and 'alt="per-layer SQNR' in html
     md = (tmp_path / "rep" / "parity.md").read_text()
@@ -107,7 +107,7 @@ def user_files(module_tmp: Path) -> dict[str, Path]:
     files = {}
     for prec in ("fp16", "int8"):
         files[prec] = d / f"r18.{prec}.onnx"
-        _ok(run_cli("export", "resnet18", "-o", str(files[prec]), *SIZE, "--precision", prec))
+        _ok(run_cli_here("export", "resnet18", "-o", str(files[prec]), *SIZE, "--precision", prec))
     model = onnx.load(str(files["fp16"]))
     del model.metadata_props[:]
     onnx.save(model, str(files["fp16"]))
@@ -117,7 +117,7 @@ def user_files(module_tmp: Path) -> dict[str, Path]:
 def test_a_users_fp16_and_int8_files_are_detected_and_judged_as_lossy(
         user_files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "u.json"
-    _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
+    _ok(run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
                 str(user_files["fp16"]), "--onnx", str(user_files["int8"]), "--json", str(out)))
     pairs = _pairs(out)
     assert set(pairs) == {"torch vs onnx:r18.fp16.onnx", "torch vs onnx:r18.int8.onnx"}
@@ -131,7 +131,7 @@ def test_a_users_fp16_and_int8_files_are_detected_and_judged_as_lossy(
 def test_lossy_thresholds_can_be_overridden(user_files: dict[str, Path], tmp_path: Path
                                             ) -> None:
     out = tmp_path / "o.json"
-    proc = run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
+    proc = run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
                    str(user_files["fp16"]), "--min-sqnr", "200", "--json", str(out))
     _ok(proc, 1)
     [p] = _pairs(out).values()
@@ -156,7 +156,7 @@ def test_a_planted_fault_in_an_fp16_file_is_named(user_files: dict[str, Path],
                                                   tmp_path: Path) -> None:
     faulty = _negate_conv(user_files["fp16"], tmp_path / "faulty.fp16.onnx")
     out = tmp_path / "f.json"
-    proc = run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
+    proc = run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
                    "--json", str(out))
     _ok(proc, 1)
     [p] = _pairs(out).values()
@@ -176,7 +176,7 @@ def test_a_planted_fault_in_an_fp16_file_is_named(user_files: dict[str, Path],
 ])
 def test_bad_precision_arguments_are_one_line_errors(args: tuple[str, ...], needle: str
                                                       ) -> None:
-    proc = run_cli("verify", "resnet18", *SIZE, *args)
+    proc = run_cli_here("verify", "resnet18", *SIZE, *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -225,7 +225,7 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
     from codenn_convert.export.precision import to_int8
 
     fp32 = tmp_path / "r18.onnx"
-    _ok(run_cli("export", "resnet18", "-o", str(fp32), *SIZE))
+    _ok(run_cli_here("export", "resnet18", "-o", str(fp32), *SIZE))
     model = onnx.load(str(fp32))
     [weight] = [t for t in model.graph.initializer if t.name == "layer2.0.conv1.weight"]
     weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
@@ -233,7 +233,7 @@ def test_a_fault_planted_before_quantisation_is_named_in_the_int8_file(tmp_path:
     faulty = tmp_path / "faulty.int8.onnx"
     to_int8(fp32, faulty, load_calibration(None, (64, 64)))
     out = tmp_path / "q.json"
-    _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
+    _ok(run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx", str(faulty),
                 "--json", str(out)), 1)
     [p] = _pairs(out).values()
     assert p["lossy"]["precision"] == "int8" and not p["passed"]
@@ -253,16 +253,16 @@ def goldens(user_files: dict[str, Path], module_tmp: Path) -> dict[str, Path]:
     from codenn_convert.export.calibration import synthetic_images
 
     lossy, mixed, npy = (module_tmp / n for n in ("lossy.npz", "mixed.npz", "imgs.npy"))
-    _ok(run_cli("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
+    _ok(run_cli_here("verify", "resnet18", *SIZE, "--runtimes", "torch", "--onnx",
                 str(user_files["int8"]), "--save-golden", str(lossy)))
     np.save(npy, synthetic_images(2, (64, 64), seed=7))
-    _ok(run_cli("verify", "resnet18", "--runtimes", "torch,onnx-torch", "--inputs", str(npy),
+    _ok(run_cli_here("verify", "resnet18", "--runtimes", "torch,onnx-torch", "--inputs", str(npy),
                 "--save-golden", str(mixed)))
     return {"lossy": lossy, "mixed": mixed}
 
 
 def _check(onnx_file: Path, golden: Path, js: Path, *args: str) -> tuple[Any, list[Any]]:
-    proc = run_cli("check", str(onnx_file), "--golden", str(golden), "--json", str(js), *args)
+    proc = run_cli_here("check", str(onnx_file), "--golden", str(golden), "--json", str(js), *args)
     models = json.loads(js.read_text())["models"] if js.exists() else []
     return proc, [p for m in models for p in m["pairs"]]
 
@@ -311,7 +311,7 @@ def test_check_refuses_to_judge_int8_on_noise_alone(user_files: dict[str, Path],
         model="resnet18", labels=["normal(0,1)"], inputs=[rng.standard_normal(
             (2, 3, 64, 64), dtype=np.float32)], reference=[y.astype(np.float32)], exact=[y],
         rtol=1e-5))
-    proc = run_cli("check", str(user_files["int8"]), "--golden", str(noise))
+    proc = run_cli_here("check", str(user_files["int8"]), "--golden", str(noise))
     _ok(proc, 2)
     [line] = proc.stderr.strip().splitlines()
     assert "only N(0,1) noise" in line and "--precision int8 --save-golden noise.npz" in line
@@ -322,7 +322,7 @@ def test_check_refuses_to_judge_int8_on_noise_alone(user_files: dict[str, Path],
 
 def test_report_precision_adds_the_lossy_runtimes_to_every_form(tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    _ok(run_cli("report", "resnet18", "--precision", "fp16", "--no-layers", "-o", str(out)))
+    _ok(run_cli_here("report", "resnet18", "--precision", "fp16", "--no-layers", "-o", str(out)))
     pairs = _pairs(out / "parity.json")
     for side in ("onnx-torch", "onnx-keras"):
         lossy = pairs[f"{side} vs {side}-fp16"]["lossy"]
@@ -337,7 +337,7 @@ def test_report_precision_adds_the_lossy_runtimes_to_every_form(tmp_path: Path) 
     (("--from-json", "x.json", "--precision", "fp16"), "--from-json only renders"),
 ])
 def test_report_precision_errors(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:
-    proc = run_cli("report", *args, "-o", str(tmp_path / "o"))
+    proc = run_cli_here("report", *args, "-o", str(tmp_path / "o"))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "o").exists()
