@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -446,6 +445,3 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     run(app, "codenn", print_error, one_line)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
