@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from codenn_convert.checkpoints import files as checkpoint
-from tests.conftest import heavy_imports, run_cli
+from tests.conftest import heavy_imports, run_cli, run_cli_here
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -42,7 +42,7 @@ def test_version_from_outside_the_checkout(tmp_path: Path) -> None:
 
 
 def test_list_shows_models_params_and_size() -> None:
-    proc = run_cli("list")
+    proc = run_cli_here("list")
     assert proc.returncode == 0
     assert "alexnet" in proc.stdout and "61,100,840" in proc.stdout and "224x224" in proc.stdout
 
@@ -54,12 +54,12 @@ def test_console_script_exists() -> None:
 
 
 def test_unknown_model() -> None:
-    _one_line_error(run_cli("verify", "alexnett"), "unknown model 'alexnett'", "alexnet")
+    _one_line_error(run_cli_here("verify", "alexnett"), "unknown model 'alexnett'", "alexnet")
 
 
 def test_too_small_input_size_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "x.onnx"
-    proc = run_cli("export", "alexnet", "--input-size", "32", "32", "-o", str(out))
+    proc = run_cli_here("export", "alexnet", "--input-size", "32", "32", "-o", str(out))
     _one_line_error(proc, "minimum is 63x63")
     assert not out.exists()
 
@@ -83,8 +83,8 @@ def ckpts(module_tmp: Path) -> dict[str, Path]:
 
 def test_convert_round_trip_via_cli(ckpts: dict[str, Path], tmp_path: Path) -> None:
     h5, back = tmp_path / "a.weights.h5", tmp_path / "back.pt"
-    assert run_cli("convert", "alexnet", str(ckpts["pth"]), str(h5)).returncode == 0
-    proc = run_cli("convert", "alexnet", str(h5), str(back))
+    assert run_cli_here("convert", "alexnet", str(ckpts["pth"]), str(h5)).returncode == 0
+    proc = run_cli_here("convert", "alexnet", str(h5), str(back))
     assert proc.returncode == 0, proc.stderr
     a, b = checkpoint.load_torch_state(ckpts["pth"]), checkpoint.load_torch_state(back)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -103,7 +103,7 @@ def test_bad_checkpoints_exit_2_and_keep_destination(ckpts: dict[str, Path], tmp
                                                      src: str, needles: list[str]) -> None:
     dst = tmp_path / "out.weights.h5"
     dst.write_bytes(b"keep me")
-    _one_line_error(run_cli("convert", "alexnet", str(ckpts[src]), str(dst)), *needles)
+    _one_line_error(run_cli_here("convert", "alexnet", str(ckpts[src]), str(dst)), *needles)
     assert dst.read_bytes() == b"keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["out.weights.h5"]
 
@@ -118,25 +118,25 @@ def test_malicious_pickle_is_refused_via_cli(tmp_path: Path) -> None:
         f"torch.save({{'features.0.weight': E()}}, {str(evil)!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    _one_line_error(run_cli("convert", "alexnet", str(evil), str(tmp_path / "x.weights.h5")),
+    _one_line_error(run_cli_here("convert", "alexnet", str(evil), str(tmp_path / "x.weights.h5")),
                     "refused to load")
     assert not marker.exists()
 
 
 def test_unwritable_output(ckpts: dict[str, Path], tmp_path: Path) -> None:
-    proc = run_cli("convert", "alexnet", str(ckpts["pth"]), str(tmp_path / "nope" / "x.pt"))
+    proc = run_cli_here("convert", "alexnet", str(ckpts["pth"]), str(tmp_path / "nope" / "x.pt"))
     _one_line_error(proc, "cannot write", "does not exist")
 
 
 def test_debug_shows_the_traceback() -> None:
-    proc = run_cli("--debug", "verify", "alexnett")
+    proc = run_cli("--debug", "verify", "alexnett")  # the interpreter prints the traceback
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_export_torch_and_keras_share_one_interface(tmp_path: Path) -> None:
     for fw in ("torch", "keras"):
         out = tmp_path / f"{fw}.onnx"
-        proc = run_cli("export", "alexnet", "--framework", fw, "--input-size", "67", "99",
+        proc = run_cli_here("export", "alexnet", "--framework", fw, "--input-size", "67", "99",
                        "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         model = onnx.load(str(out))
@@ -149,7 +149,7 @@ def test_export_torch_and_keras_share_one_interface(tmp_path: Path) -> None:
 
 def test_verify_passes_and_writes_json(tmp_path: Path) -> None:
     js = tmp_path / "v.json"
-    proc = run_cli("verify", "alexnet", "--input-size", "95", "71", "--batch", "3", "--json",
+    proc = run_cli_here("verify", "alexnet", "--input-size", "95", "71", "--batch", "3", "--json",
                    str(js))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(js.read_text())
@@ -161,7 +161,7 @@ def test_verify_passes_and_writes_json(tmp_path: Path) -> None:
 def test_verify_exits_1_on_parity_failure(tmp_path: Path) -> None:
     """float32 runtimes differ by ~1e-6; a 1e-12 tolerance must fail, with exit 1."""
     js = tmp_path / "v.json"
-    proc = run_cli("verify", "alexnet", "--input-size", "63", "63", "--rtol", "1e-12",
+    proc = run_cli_here("verify", "alexnet", "--input-size", "63", "63", "--rtol", "1e-12",
                    "--json", str(js))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL" in proc.stdout

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from codenn_convert.errors import CheckpointError
 from codenn_convert.verification.golden import load_golden
-from tests.conftest import heavy_imports, run_cli
+from tests.conftest import heavy_imports, run_cli_here
 from tests.test_verify_artifacts import _to_nhwc
 
 
@@ -21,7 +21,7 @@ from tests.test_verify_artifacts import _to_nhwc
 def recorded(module_tmp: Path) -> dict[str, Path]:
     """A verified AlexNet run at 64x64 with its golden file and both of our exports."""
     d = module_tmp
-    proc = run_cli("verify", "alexnet", "--input-size", "64", "64", "--seed", "4",
+    proc = run_cli_here("verify", "alexnet", "--input-size", "64", "64", "--seed", "4",
                    "--keep-onnx", str(d), "--save-golden", str(d / "g.npz"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _to_nhwc(d / "alexnet.keras.onnx", d / "nhwc.onnx")
@@ -47,7 +47,7 @@ def test_golden_file_holds_what_was_verified(recorded: dict[str, Path]) -> None:
 def test_check_passes_on_our_exports(recorded: dict[str, Path], tmp_path: Path,
                                      name: str) -> None:
     js = tmp_path / "c.json"
-    proc = run_cli("check", str(recorded[name]), "--golden", str(recorded["g.npz"]),
+    proc = run_cli_here("check", str(recorded[name]), "--golden", str(recorded["g.npz"]),
                    "--json", str(js))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (m,) = json.loads(js.read_text())["models"]
@@ -59,14 +59,14 @@ def test_check_passes_on_our_exports(recorded: dict[str, Path], tmp_path: Path,
 def test_check_fails_on_a_conv_scaled_by_five_percent(recorded: dict[str, Path],
                                                       tmp_path: Path) -> None:
     js = tmp_path / "c.json"
-    proc = run_cli("check", str(recorded["scaled.onnx"]), "--golden", str(recorded["g.npz"]),
+    proc = run_cli_here("check", str(recorded["scaled.onnx"]), "--golden", str(recorded["g.npz"]),
                    "--json", str(js))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (m,) = json.loads(js.read_text())["models"]
     (p,) = m["pairs"]
     assert not p["passed"] and p["max_rel"] > 1e-3 and p["farther"] == "onnx:scaled.onnx"
     # A looser tolerance given on the command line is honoured.
-    proc = run_cli("check", str(recorded["scaled.onnx"]), "--golden", str(recorded["g.npz"]),
+    proc = run_cli_here("check", str(recorded["scaled.onnx"]), "--golden", str(recorded["g.npz"]),
                    "--rtol", "0.5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -88,11 +88,11 @@ def test_damaged_or_foreign_golden_files(recorded: dict[str, Path], tmp_path: Pa
     for path in (junk, foreign, pickled, cut):
         with pytest.raises(CheckpointError):
             load_golden(path)
-        proc = run_cli("check", str(recorded["alexnet.torch.onnx"]), "--golden", str(path))
+        proc = run_cli_here("check", str(recorded["alexnet.torch.onnx"]), "--golden", str(path))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert path.name in lines[0]
     assert zipfile.is_zipfile(recorded["g.npz"])
-    proc = run_cli("check", str(recorded["alexnet.torch.onnx"]), "--golden",
+    proc = run_cli_here("check", str(recorded["alexnet.torch.onnx"]), "--golden",
                    str(recorded["g.npz"]), "--rtol", "nan")
     assert proc.returncode == 2 and "positive finite" in proc.stderr

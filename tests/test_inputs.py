@@ -11,7 +11,7 @@ import pytest
 from codenn_convert.errors import UsageError
 from codenn_convert.verification import verify_inputs
 from codenn_convert.verification.inputs import load_npy, npy_header, npy_input_size
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 
 def _save(path: Path, x: np.ndarray) -> Path:
@@ -74,7 +74,7 @@ def test_cli_inputs_good_and_bad(tmp_path: Path) -> None:
     good = _save(tmp_path / "good.npy",
                  np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32))
     js = tmp_path / "v.json"
-    proc = run_cli("verify", "alexnet", "--inputs", str(good), "--runtimes", "torch,keras",
+    proc = run_cli_here("verify", "alexnet", "--inputs", str(good), "--runtimes", "torch,keras",
                    "--json", str(js))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     models = json.loads(js.read_text())["models"]
@@ -82,7 +82,7 @@ def test_cli_inputs_good_and_bad(tmp_path: Path) -> None:
     nhwc = _save(tmp_path / "nhwc.npy", np.zeros((2, 64, 64, 3), np.float32))
     for argv, needle in ((["--inputs", str(nhwc)], "nhwc.npy: expected a float32 NCHW"),
                          (["--inputs", str(good), "--input-size", "70", "70"], "contradicts")):
-        proc = run_cli("verify", "alexnet", *argv, "--runtimes", "torch,keras")
+        proc = run_cli_here("verify", "alexnet", *argv, "--runtimes", "torch,keras")
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -17,7 +17,7 @@ import pytest
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.twins.init import realistic_state
 from codenn_convert.verification.metrics import compare
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 SIZE = ("64", "64")
 BAD = "layer2.0.conv1"
@@ -52,7 +52,7 @@ def corrupted(module_tmp: Path) -> dict[str, Path]:
 def test_one_bad_weight_fails_through_the_cli(corrupted: dict[str, Path], tmp_path: Path,
                                               kind: str, runtimes: str) -> None:
     js = tmp_path / "v.json"
-    proc = run_cli("verify", "resnet18", "--weights", str(corrupted[kind]), "--input-size",
+    proc = run_cli_here("verify", "resnet18", "--weights", str(corrupted[kind]), "--input-size",
                    *SIZE, "--runtimes", runtimes, "--json", str(js))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "cosine 1.0" not in proc.stdout and "1.000000" not in proc.stdout
@@ -69,7 +69,7 @@ def test_one_bad_weight_fails_through_the_cli(corrupted: dict[str, Path], tmp_pa
     assert f"{BAD}.weight" in proc.stderr
 
     out = tmp_path / "reports"
-    proc = run_cli("report", "--from-json", str(js), "-o", str(out))
+    proc = run_cli_here("report", "--from-json", str(js), "-o", str(out))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
     assert suite is not None and int(suite.get("failures", "0")) == len(m["pairs"])

@@ -20,7 +20,7 @@ import pytest
 
 from codenn_convert.registry import get_spec, list_models
 from codenn_convert.verification import seeded_batch, verify
-from tests.conftest import check_onnx_interface, run_cli
+from tests.conftest import check_onnx_interface, run_cli_here
 
 pytestmark = pytest.mark.parity
 
@@ -64,7 +64,7 @@ def test_resnet50_odd_non_square_size_through_the_cli(tmp_path: Path) -> None:
     """Padding bugs hide at 224x224 and show at odd, non-square sizes: verify and export
     both take ``--input-size``, and the exported graph computes what the verifier checked."""
     js, kept = tmp_path / "r.json", tmp_path / "onnx"
-    proc = run_cli("verify", "resnet50", "--input-size", "197", "251", "--seed", "1",
+    proc = run_cli_here("verify", "resnet50", "--input-size", "197", "251", "--seed", "1",
                    "--json", str(js), "--keep-onnx", str(kept))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (m,) = json.loads(js.read_text())["models"]
@@ -72,7 +72,7 @@ def test_resnet50_odd_non_square_size_through_the_cli(tmp_path: Path) -> None:
     assert all(p["passed"] and p["max_rel"] <= 1e-5 for p in m["pairs"])
 
     out = tmp_path / "r.keras.onnx"
-    proc = run_cli("export", "resnet50", "--framework", "keras", "--input-size", "197", "251",
+    proc = run_cli_here("export", "resnet50", "--framework", "keras", "--input-size", "197", "251",
                    "--seed", "1", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     x = seeded_batch(3, (197, 251), seed=7)

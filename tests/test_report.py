@@ -16,7 +16,7 @@ import pytest
 from codenn_convert import report as rep
 from codenn_convert.verification import ModelResult, PairResult
 from codenn_convert.verification.layers import LayerError
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 
 def _pair(a: str, b: str, max_rel: float, *, layers: int = 0, first: str | None = None,
@@ -197,7 +197,7 @@ def test_write_reports_writes_all_four(report: dict[str, Any], tmp_path: Path) -
 
 def test_report_command_writes_the_four_forms(tmp_path: Path) -> None:
     out = tmp_path / "reports"
-    proc = run_cli("report", "alexnet", "-o", str(out))
+    proc = run_cli_here("report", "alexnet", "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "parity.json").read_text())
     _validate(data)

@@ -9,7 +9,7 @@ from typing import Any
 
 from codenn_convert import report as rep
 from codenn_convert.verification import VerifyOptions, verify_many
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 MODELS = ("alexnet", "resnet18")
 ARGS = ("--input-size", "64", "64", "--runtimes", "torch,keras", "--seed", "3")
@@ -29,10 +29,10 @@ def test_shards_reproduce_a_single_run(tmp_path: Path) -> None:
     shards = []
     for name in MODELS:  # one CI job per model
         shards.append(tmp_path / f"{name}.json")
-        proc = run_cli("verify", name, *ARGS, "--json", str(shards[-1]))
+        proc = run_cli_here("verify", name, *ARGS, "--json", str(shards[-1]))
         assert proc.returncode == 0, proc.stdout + proc.stderr
     merged = tmp_path / "merged"
-    proc = run_cli("report", "--from-json", *map(str, shards), "-o", str(merged))
+    proc = run_cli_here("report", "--from-json", *map(str, shards), "-o", str(merged))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in merged.iterdir()) == sorted(rep.REPORT_FILES)
 
@@ -54,7 +54,8 @@ def test_from_json_errors(tmp_path: Path) -> None:
     for name, needle in (("bad.json", "is not a JSON report"),
                          ("other.json", "is not a codenn report"),
                          ("missing.json", "report not found")):
-        proc = run_cli("report", "--from-json", str(tmp_path / name), "-o", str(tmp_path / "o"))
+        proc = run_cli_here("report", "--from-json", str(tmp_path / name), "-o",
+                            str(tmp_path / "o"))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "o").exists()
@@ -81,6 +82,6 @@ def test_shards_from_different_stacks_show_it(tmp_path: Path) -> None:
     assert got["time"] == "2099-01-01T00:00:00+00:00" and got["shards"] == 2
     assert got["numpy"] == env["numpy"]  # shared values stay as they are
     assert rep.merge_reports(shards[:1])["environment"] == env  # one file: unchanged
-    proc = run_cli("report", "--from-json", *map(str, shards), "-o", str(tmp_path / "o"))
+    proc = run_cli_here("report", "--from-json", *map(str, shards), "-o", str(tmp_path / "o"))
     md = (tmp_path / "o" / "parity.md").read_text()
     assert f"torch {env['torch']} | 2.12.0" in md and "shards 2" in md, proc.stderr

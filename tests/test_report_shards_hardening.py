@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from codenn_convert import report as rep
-from tests.conftest import cli_peak_rss, run_cli
+from tests.conftest import cli_peak_rss, run_cli_here
 
 HOSTILE = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="alert(2)">'
@@ -37,13 +37,13 @@ def test_the_same_model_in_two_shards_is_refused(tmp_path: Path) -> None:
     a = _shard(tmp_path / "a.json", _entry())
     b = _shard(tmp_path / "b.json", _entry())
     other = _shard(tmp_path / "c.json", _entry(inputs="npy:mine.npy"))
-    proc = run_cli("report", "--from-json", str(a), str(b), "-o", str(tmp_path / "out"))
+    proc = run_cli_here("report", "--from-json", str(a), str(b), "-o", str(tmp_path / "out"))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "a.json" in lines[0] and "b.json" in lines[0] and "resnet18" in lines[0]
     assert not (tmp_path / "out").exists()
     # Another input of the same model is another check: both rows stay.
-    proc = run_cli("report", "--from-json", str(a), str(other), "-o", str(tmp_path / "ok"))
+    proc = run_cli_here("report", "--from-json", str(a), str(other), "-o", str(tmp_path / "ok"))
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((tmp_path / "ok" / "parity.json").read_text())["models"]) == 2
 
@@ -55,7 +55,7 @@ def test_markdown_escapes_what_a_shard_says(tmp_path: Path) -> None:
                            b=f"onnx:{IMG}.onnx")
     shard = _shard(tmp_path / "hostile.json", bad)
     out = tmp_path / "out"
-    proc = run_cli("report", "--from-json", str(shard), "-o", str(out))
+    proc = run_cli_here("report", "--from-json", str(shard), "-o", str(out))
     assert proc.returncode == 1, proc.stderr
     for name in ("parity.md", "parity.html", "junit.xml"):
         text = (out / name).read_text()
