@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from codenn_convert.export.calibration import Calibration, load_calibration, synthetic_images
 from codenn_convert.export.precision import PRECISION_MODES, to_int8
 from codenn_convert.verification.lossy import lossy_metrics
+from tests.tiny_onnx import save_graph
 
 #: Per-channel spreads of the depthwise filters: a per-tensor scale would crush the 1e-2 one.
 DW_GAIN = np.array([1.0, 1e-2, 1e2, 1.0], np.float32)
@@ -24,7 +25,7 @@ DW_GAIN = np.array([1.0, 1e-2, 1e2, 1.0], np.float32)
 def _write_depthwise_net(path: Path) -> Path:
     """input -> 1x1 conv to 4 channels -> 3x3 depthwise conv (group 4, filters scaled by
     DW_GAIN) -> global average pool -> Gemm -> logits."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
     dw = rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * DW_GAIN[:, None, None, None]
@@ -36,14 +37,7 @@ def _write_depthwise_net(path: Path) -> Path:
              helper.make_node("GlobalAveragePool", ["b"], ["p"], name="pool"),
              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "fc"], ["logits"], name="fc", transB=1)]
-    graph = helper.make_graph(
-        nodes, "dw", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(a, n) for n, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, "dw", nodes, arrays, (8, 8))
 
 
 def test_depthwise_weights_get_one_scale_per_channel(tmp_path: Path) -> None:

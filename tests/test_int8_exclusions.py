@@ -15,6 +15,7 @@ from codenn_convert.export import int8_exclusions
 from codenn_convert.export.calibration import Calibration, synthetic_images
 from codenn_convert.export.precision import PRECISION_MODES, to_int8
 from codenn_convert.verification.lossy import lossy_metrics
+from tests.tiny_onnx import save_graph
 
 SIZE = (16, 16)
 #: The second branch's outputs are this much smaller than the first's: a DenseNet
@@ -28,8 +29,7 @@ def _write_net(path: Path, style: str) -> Path:
     """input -> two 1x1 convs (one SMALL) -> Concat -> BatchNorm (a ``BatchNormalization``
     node, or tf2onnx's ``Mul``/``Add`` by [1, C, 1, 1] constants) normalising each channel
     -> ReLU -> 1x1 conv -> global average pool -> Gemm -> logits."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
     wa, wb = rng.standard_normal((2, 4, 3, 1, 1)).astype(np.float32)
@@ -57,15 +57,7 @@ def _write_net(path: Path, style: str) -> Path:
              helper.make_node("Gemm", ["flat", "wd"], ["logits"], transB=1)]
     for k, node in enumerate(nodes):  # exclusions name nodes, as our exporters' graphs do
         node.name = f"{node.op_type}_{k}"
-    graph = helper.make_graph(
-        nodes, "densenet-like",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(a, name) for name, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, "densenet-like", nodes, arrays, SIZE)
 
 
 def _logits(path: Path, x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,22 @@ SIZE = (8, 8)
 CLASSES = 10
 
 
+def save_graph(path: Path, name: str, nodes: list, arrays: dict[str, np.ndarray],
+               size: tuple[int, int], classes: int = CLASSES) -> Path:
+    """Save ``nodes`` as a model with our interface (``input`` N,3,H,W -> ``logits``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
 def write_tiny_onnx(path: Path, *, unused_initializer: bool = False) -> Path:
     """input [N, 3, 8, 8] -> spatial mean -> MatMul [3, 10] -> logits [N, 10]."""
     import onnx
