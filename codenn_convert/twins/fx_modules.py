@@ -37,17 +37,24 @@ ModuleRule = Callable[[Context, Any, Value], Value]
 _MODULE_RULES: dict[str, ModuleRule] = {}
 
 
-def module_rule(*torch_types: str) -> Callable[[ModuleRule], ModuleRule]:
-    """Register a builder for torch module types (dotted names, subclasses included)."""
+def registrar(table: dict[str, Any], what: str, keys: tuple[str, ...]
+              ) -> Callable[[Any], Any]:
+    """A decorator putting its function into ``table`` under every key; a key registered
+    twice raises (two rules for one thing would depend on import order)."""
 
-    def register(fn: ModuleRule) -> ModuleRule:
-        for ref in torch_types:
-            if ref in _MODULE_RULES:
-                raise ValueError(f"{ref} already has a module rule")
-            _MODULE_RULES[ref] = fn
+    def register(fn: Any) -> Any:
+        for key in keys:
+            if key in table:
+                raise ValueError(f"{what} {key!r} already has a rule")
+            table[key] = fn
         return fn
 
     return register
+
+
+def module_rule(*torch_types: str) -> Callable[[ModuleRule], ModuleRule]:
+    """Register a builder for torch module types (dotted names, subclasses included)."""
+    return registrar(_MODULE_RULES, "module type", torch_types)
 
 
 def find_module_rule(module: Any) -> ModuleRule | None:

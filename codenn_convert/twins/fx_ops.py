@@ -52,15 +52,7 @@ _OP_RULES: dict[str, OpRule] = {}
 
 def op_rule(*names: str) -> Callable[[OpRule], OpRule]:
     """Register a rule for the ops ``names``."""
-
-    def register(fn: OpRule) -> OpRule:
-        for name in names:
-            if name in _OP_RULES:
-                raise ValueError(f"op {name!r} already has a rule")
-            _OP_RULES[name] = fn
-        return fn
-
-    return register
+    return fm.registrar(_OP_RULES, "op", names)
 
 
 #: In-place and dunder spellings -> the op's name.
