@@ -21,7 +21,7 @@ from codenn_convert.twins.fx_trace import TwinError
 from codenn_convert.twins.init import realistic_model
 from codenn_convert.twins.mapper import plan_keras_model
 from codenn_convert.twins.rules import RULES, LayerPlan
-from tests.conftest import ROOT, max_rel, run_cli
+from tests.conftest import ROOT, max_rel, run_cli_here
 
 HELDOUT = ROOT / "tests" / "heldout"
 SIZE = ("--input-size", "32", "32")
@@ -46,7 +46,7 @@ def test_heldout_cnn_through_the_cli(ref: str, tmp_path: Path) -> None:
     torch.save(state, src)
 
     for a, b in ((src, h5), (h5, back)):
-        proc = run_cli("convert", ref, str(a), str(b), *SIZE)
+        proc = run_cli_here("convert", ref, str(a), str(b), *SIZE)
         assert proc.returncode == 0, proc.stderr
     returned = torch.load(back, weights_only=True)
     assert list(returned) == list(state)
@@ -54,7 +54,7 @@ def test_heldout_cnn_through_the_cli(ref: str, tmp_path: Path) -> None:
         assert returned[key].dtype == value.dtype and torch.equal(returned[key], value), key
 
     out = tmp_path / "out"
-    proc = run_cli("verify", ref, "--weights", str(h5), *SIZE, "--keep-onnx", str(out))
+    proc = run_cli_here("verify", ref, "--weights", str(h5), *SIZE, "--keep-onnx", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fail" not in proc.stdout
 
@@ -114,7 +114,7 @@ def test_untwinnable_modules_are_one_line_errors(tmp_path: Path) -> None:
     """An op without a rule: exit 2 naming the op and where it is, nothing written; data-
     dependent control flow: the same kind of error (exit code 2)."""
     out = tmp_path / "x.onnx"
-    proc = run_cli("export", str(HELDOUT / "bad.py:sorting"), "--framework", "keras",
+    proc = run_cli_here("export", str(HELDOUT / "bad.py:sorting"), "--framework", "keras",
                    "-o", str(out), "--input-size", "8", "8")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import cli_peak_rss, run_cli
+from tests.conftest import cli_peak_rss, run_cli, run_cli_here
 from tests.tiny_onnx import write_tiny_golden, write_tiny_onnx
 
 
@@ -102,7 +102,7 @@ def test_golden_metadata_of_the_wrong_types(tiny: tuple[Path, Path], tmp_path: P
     for key, value in cases.items():
         path = _rewrite_golden(good, tmp_path / f"{key}.npz",
                                meta=_meta_bytes({**meta, key: value}))
-        line = _one_error_line(run_cli("check", str(onnx), "--golden", str(path)),
+        line = _one_error_line(run_cli_here("check", str(onnx), "--golden", str(path)),
                                "malformed golden metadata")
         assert key in line
 
@@ -110,10 +110,10 @@ def test_golden_metadata_of_the_wrong_types(tiny: tuple[Path, Path], tmp_path: P
 def test_deeply_nested_json_is_exit_2(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     path = _rewrite_golden(tiny[1], tmp_path / "deep.npz", meta=_meta_bytes(deep))
-    _one_error_line(run_cli("check", str(tiny[0]), "--golden", str(path)), "nested too deep")
+    _one_error_line(run_cli_here("check", str(tiny[0]), "--golden", str(path)), "nested too deep")
     shard = tmp_path / "deep.json"
     shard.write_text('{"environment": {}, "models": ' + deep + "}")
-    proc = run_cli("report", "--from-json", str(shard), "-o", str(tmp_path / "out"))
+    proc = run_cli_here("report", "--from-json", str(shard), "-o", str(tmp_path / "out"))
     _one_error_line(proc, "nested too deep")
     assert not (tmp_path / "out").exists()
 
@@ -122,7 +122,7 @@ def test_a_foreign_golden_file_gets_no_unsafe_advice(tiny: tuple[Path, Path], tm
                                                      ) -> None:
     path = tmp_path / "g.npz"
     path.write_bytes(b"\x80\x04K\x01." + b"junk" * 100)  # a pickle, say
-    line = _one_error_line(run_cli("check", str(tiny[0]), "--golden", str(path)),
+    line = _one_error_line(run_cli_here("check", str(tiny[0]), "--golden", str(path)),
                            "not an .npz archive")
     assert "allow_pickle" not in line and "pickle" not in line.lower()
 
@@ -139,21 +139,21 @@ def _png_header(width: int, height: int) -> bytes:
 def test_decompression_bombs_in_image_and_calibration(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header(100_000, 100_000))
-    _one_error_line(run_cli("verify", "resnet18", "--image", str(bomb), "--input-size", "64",
+    _one_error_line(run_cli_here("verify", "resnet18", "--image", str(bomb), "--input-size", "64",
                             "64"), "decompression bomb")
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "bomb.png").write_bytes(bomb.read_bytes())
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("export", "resnet18", "--precision", "int8", "--calibration", str(photos),
+    proc = run_cli_here("export", "resnet18", "--precision", "int8", "--calibration", str(photos),
                    "--input-size", "64", "64", "-o", str(out / "r18.onnx"))
     _one_error_line(proc, "decompression bomb")
     assert list(out.iterdir()) == []
     # Between Pillow's warning and error limits: its warning stays off stderr.
     warned = tmp_path / "big.png"
     warned.write_bytes(_png_header(15_000, 15_000))
-    line = _one_error_line(run_cli("verify", "resnet18", "--image", str(warned),
+    line = _one_error_line(run_cli_here("verify", "resnet18", "--image", str(warned),
                                    "--input-size", "64", "64"), "big.png")
     assert "Warning" not in line
 
@@ -163,20 +163,20 @@ def test_one_npy_reader_refuses_a_458_gib_claim(tmp_path: Path) -> None:
     npy.write_bytes(_npy_header((40_000, 3, 1024, 1024)) + b"\0" * 1024)
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("export", "resnet18", "--precision", "int8", "--calibration", str(npy),
+    proc = run_cli_here("export", "resnet18", "--precision", "int8", "--calibration", str(npy),
                    "--input-size", "1024", "1024", "-o", str(out / "r18.onnx"))
     _one_error_line(proc, "does not match its header")
     assert list(out.iterdir()) == []
-    proc = run_cli("verify", "resnet18", "--inputs", str(npy), "--runtimes", "torch,keras")
+    proc = run_cli_here("verify", "resnet18", "--inputs", str(npy), "--runtimes", "torch,keras")
     _one_error_line(proc, "does not match its header")
 
 
 def test_inputs_directory_and_impossible_input_size(tmp_path: Path) -> None:
-    _one_error_line(run_cli("verify", "resnet18", "--inputs", str(tmp_path)), "is a directory")
-    line = _one_error_line(run_cli("verify", "resnet18", "--input-size", "100000", "100000"),
+    _one_error_line(run_cli_here("verify", "resnet18", "--inputs", str(tmp_path)), "is a directory")
+    line = _one_error_line(run_cli_here("verify", "resnet18", "--input-size", "100000", "100000"),
                            "GiB of activations")
     assert "100000x100000" in line
-    _one_error_line(run_cli("export", "resnet18", "--input-size", "100000", "100000", "-o",
+    _one_error_line(run_cli_here("export", "resnet18", "--input-size", "100000", "100000", "-o",
                             str(tmp_path / "x.onnx")), "GiB of activations")
 
 
@@ -197,7 +197,7 @@ def test_onnxruntime_warnings_only_with_debug(tmp_path: Path) -> None:
     (["convert", "a"], "convert needs a source and a destination"),
 ])
 def test_usage_errors_are_one_line(argv: list[str], needle: str) -> None:
-    line = _one_error_line(run_cli(*argv), needle)
+    line = _one_error_line(run_cli_here(*argv), needle)
     assert "arguments" not in line and "╭" not in line
 
 
@@ -210,11 +210,11 @@ def test_ckpt_is_a_torch_checkpoint_and_nothing_matches_names_no_model(tmp_path:
              for k, v in realistic_state("resnet18", seed=0).items()}
     ckpt = tmp_path / "epoch=3.ckpt"
     torch.save({"state_dict": state, "epoch": 3, "optimizer_states": []}, ckpt)
-    proc = run_cli("identify", str(ckpt))
+    proc = run_cli_here("identify", str(ckpt))
     assert proc.returncode == 0 and proc.stdout.split() == ["resnet18"], proc.stderr
     foreign = tmp_path / "foreign.pt"
     torch.save({"encoder.weight": torch.zeros(3, 3)}, foreign)
-    line = _one_error_line(run_cli("identify", str(foreign)), "matches no registered model")
+    line = _one_error_line(run_cli_here("identify", str(foreign)), "matches no registered model")
     assert "nearest" not in line and "encoder.weight" in line
 
 
@@ -224,6 +224,6 @@ def test_torch_pickle_protocol_warning_only_with_debug(tmp_path: Path) -> None:
     old = tmp_path / "legacy.pt"
     torch.save({"encoder.weight": torch.zeros(3, 3)}, old, pickle_protocol=5,
                _use_new_zipfile_serialization=False)
-    line = _one_error_line(run_cli("identify", str(old)), "legacy.pt")
+    line = _one_error_line(run_cli_here("identify", str(old)), "legacy.pt")
     assert "pickle protocol" not in line
     assert "Detected pickle protocol 5" in run_cli("--debug", "identify", str(old)).stderr

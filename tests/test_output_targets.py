@@ -18,7 +18,7 @@ import pytest
 
 from codenn_convert.checkpoints import files as checkpoint
 from codenn_convert.errors import OutputError
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 from tests.tiny_onnx import write_tiny_golden, write_tiny_onnx
 
 
@@ -28,7 +28,7 @@ def tiny(module_tmp: Path) -> tuple[Path, Path]:
 
 
 def _check(tiny: tuple[Path, Path], *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("check", str(tiny[0]), "--golden", str(tiny[1]), *extra)
+    return run_cli_here("check", str(tiny[0]), "--golden", str(tiny[1]), *extra)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -127,18 +127,18 @@ def test_report_into_an_existing_file_is_refused(tmp_path: Path) -> None:
     shard.write_text(json.dumps({"environment": {}, "models": []}))
     out = tmp_path / "reports"
     out.write_text("a file")
-    proc = run_cli("report", "--from-json", str(shard), "-o", str(out))
+    proc = run_cli_here("report", "--from-json", str(shard), "-o", str(out))
     _one_error_line(proc, "is not a directory")
     assert out.read_text() == "a file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "shard.json"]
-    proc = run_cli("report", "alexnet", "-o", str(out))  # before any model runs
+    proc = run_cli_here("report", "alexnet", "-o", str(out))  # before any model runs
     _one_error_line(proc, "is not a directory")
 
 
 def test_keep_onnx_into_an_existing_file_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "kept"
     out.write_text("a file")
-    proc = run_cli("verify", "alexnet", "--keep-onnx", str(out), "--input-size", "64", "64")
+    proc = run_cli_here("verify", "alexnet", "--keep-onnx", str(out), "--input-size", "64", "64")
     _one_error_line(proc, "--keep-onnx")
     assert "is not a directory" in proc.stderr and "build" not in proc.stderr
     assert out.read_text() == "a file" and [p.name for p in tmp_path.iterdir()] == ["kept"]
@@ -165,7 +165,7 @@ def test_weights_h5_on_a_full_disk_is_exit_2_and_keeps_the_old_file(
     checkpoint.save_torch_state(realistic_state("resnet18", seed=0), src)  # 45 MB
     dst = small_disk / "r18.weights.h5"
     dst.write_bytes(b"previous output")
-    proc = run_cli("convert", "resnet18", str(src), str(dst))
+    proc = run_cli_here("convert", "resnet18", str(src), str(dst))
     _one_error_line(proc, "no space left on the device")
     assert "Traceback" not in proc.stderr and proc.returncode != -11
     assert dst.read_bytes() == b"previous output"

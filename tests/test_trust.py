@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli_here
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
@@ -57,10 +57,10 @@ def test_nonfinite_checkpoint_is_refused_by_convert_and_export(
         resnet18_pth: Path, tmp_path: Path, value: float) -> None:
     bad = _poisoned(resnet18_pth, tmp_path / "bad.pth", value)
     dst = tmp_path / "out.weights.h5"
-    proc = run_cli("convert", "resnet18", str(bad), str(dst))
+    proc = run_cli_here("convert", "resnet18", str(bad), str(dst))
     _one_line_error(proc, 2, "layer2.0.conv1.weight has 1 NaN/Inf value", "--allow-nonfinite")
     onnx_out = tmp_path / "out.onnx"
-    proc = run_cli("export", "resnet18", "--weights", str(bad), "--input-size", "32", "32",
+    proc = run_cli_here("export", "resnet18", "--weights", str(bad), "--input-size", "32", "32",
                    "-o", str(onnx_out))
     _one_line_error(proc, 2, "layer2.0.conv1.weight")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]  # nothing written
@@ -71,7 +71,7 @@ def test_allow_nonfinite_converts_a_broken_file_bit_for_bit(
     bad = _poisoned(resnet18_pth, tmp_path / "bad.pth", float("nan"))
     h5 = tmp_path / "bad.weights.h5"
     for src, dst in ((bad, h5), (h5, tmp_path / "back.pth")):
-        proc = run_cli("convert", "resnet18", str(src), str(dst), "--allow-nonfinite")
+        proc = run_cli_here("convert", "resnet18", str(src), str(dst), "--allow-nonfinite")
         assert proc.returncode == 0, proc.stderr
     back = torch.load(tmp_path / "back.pth", weights_only=True)
     orig = torch.load(bad, weights_only=True)
@@ -99,7 +99,7 @@ def test_sparse_hdf5_bomb_costs_nothing(tmp_path: Path, legacy: bool) -> None:
     _sparse_bomb(bomb, legacy)
     assert bomb.stat().st_size < 1_000_000
     start = time.perf_counter()
-    proc = run_cli("convert", "resnet18", str(bomb), str(tmp_path / "out.pth"))
+    proc = run_cli_here("convert", "resnet18", str(bomb), str(tmp_path / "out.pth"))
     _one_line_error(proc, 2, str(bomb), "refusing to read them")
     assert time.perf_counter() - start < 120
     assert not (tmp_path / "out.pth").exists()
@@ -110,14 +110,14 @@ def test_oversized_attribute_is_a_one_line_error(tmp_path: Path) -> None:
     with h5py.File(path, "w", libver="latest") as f:
         # Dense storage: HDF5 keeps attributes over 64 KiB outside the object header.
         f.attrs.create("layer_names", np.full(5_000_000, b"conv1", dtype="S8"))
-    proc = run_cli("convert", "resnet18", str(path), str(tmp_path / "out.pth"))
+    proc = run_cli_here("convert", "resnet18", str(path), str(tmp_path / "out.pth"))
     _one_line_error(proc, 2, str(path), "layer_names", "refusing to read")
 
 
 def test_random_bytes_are_called_damaged_not_dangerous(tmp_path: Path) -> None:
     junk = tmp_path / "random.pth"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
-    line = _one_line_error(run_cli("convert", "resnet18", str(junk), str(tmp_path / "o.pth")),
+    line = _one_line_error(run_cli_here("convert", "resnet18", str(junk), str(tmp_path / "o.pth")),
                            2, "not a readable torch checkpoint")
     assert "run code" not in line and "pickle that" not in line
     # A truncated zip archive (a torch file cut short) says so.
@@ -125,20 +125,20 @@ def test_random_bytes_are_called_damaged_not_dangerous(tmp_path: Path) -> None:
     torch.save({"w": torch.ones(1000)}, whole)
     cut = tmp_path / "cut.pth"
     cut.write_bytes(whole.read_bytes()[:2000])
-    _one_line_error(run_cli("convert", "resnet18", str(cut), str(tmp_path / "o.pth")), 2,
+    _one_line_error(run_cli_here("convert", "resnet18", str(cut), str(tmp_path / "o.pth")), 2,
                     "truncated or damaged zip archive")
 
 
 def test_pickled_module_and_forbidden_global_are_named(tmp_path: Path) -> None:
     module = tmp_path / "module.pth"
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), module)
-    _one_line_error(run_cli("convert", "resnet18", str(module), str(tmp_path / "o.pth")), 2,
+    _one_line_error(run_cli_here("convert", "resnet18", str(module), str(tmp_path / "o.pth")), 2,
                     "whole pickled nn.Module", "save model.state_dict() instead")
     glob = tmp_path / "glob.pth"
     code = ("import datetime, torch\n"
             f"torch.save({{'conv1.weight': datetime.date(2020, 1, 1)}}, {str(glob)!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    _one_line_error(run_cli("convert", "resnet18", str(glob), str(tmp_path / "o.pth")), 2,
+    _one_line_error(run_cli_here("convert", "resnet18", str(glob), str(tmp_path / "o.pth")), 2,
                     "refused to load", "datetime.date")
 
 
@@ -223,7 +223,7 @@ def test_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
 
 
 def test_progress_in_a_log_is_one_line_per_stage(resnet18_pth: Path, tmp_path: Path) -> None:
-    proc = run_cli("convert", "resnet18", str(resnet18_pth), str(tmp_path / "r.weights.h5"))
+    proc = run_cli_here("convert", "resnet18", str(resnet18_pth), str(tmp_path / "r.weights.h5"))
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^converting .* -> .*: \d+\.\d s \(total \d+\.\d s\)$", proc.stderr,
                      re.MULTILINE), proc.stderr
@@ -275,5 +275,5 @@ def test_safetensors_header_claims_are_checked_before_reading(tmp_path: Path) ->
                                           "data_offsets": [0, 4 * 10**12]}}).encode()
     bomb = tmp_path / "bomb.safetensors"
     bomb.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
-    _one_line_error(run_cli("convert", "resnet18", str(bomb), str(tmp_path / "o.weights.h5")),
+    _one_line_error(run_cli_here("convert", "resnet18", str(bomb), str(tmp_path / "o.weights.h5")),
                     2, str(bomb), "not a readable safetensors file")
