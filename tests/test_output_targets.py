@@ -89,6 +89,9 @@ def test_json_dash_is_stdout(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     _report(proc.stdout)  # the table went to stderr, so stdout is the JSON alone
     assert "golden vs onnx:tiny.onnx" in proc.stderr
     assert not (Path.cwd() / "-").exists()
+    # The move to stderr lasts one command: the next one in this process prints its table.
+    proc = _check(tiny)
+    assert proc.returncode == 0 and "golden vs onnx:tiny.onnx" in proc.stdout, proc.stderr
 
 
 def test_an_immutable_output_is_refused_up_front(tiny: tuple[Path, Path], tmp_path: Path

@@ -52,6 +52,7 @@ from codenn_convert.cli.output import (
     print_notes,
     print_result,
     progress,
+    results_to_stdout,
 )
 from codenn_convert.errors import CodennError
 
@@ -139,6 +140,7 @@ def _main(
     from codenn_convert.thirdparty import quiet
 
     _STATE["debug"] = debug
+    results_to_stdout()
     quiet(not debug)  # third-party warnings only with --debug
     print_notes()
 

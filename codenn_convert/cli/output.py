@@ -162,6 +162,12 @@ def _lossy_line(p: Any) -> str:
     return line
 
 
+def results_to_stdout() -> None:
+    """Results to standard output again, at each command's start: ``--json -`` moves them to
+    stderr for one command, and a process may run several (a notebook, the tests)."""
+    out.file = None  # rich then follows sys.stdout as it is at each print
+
+
 def check_outputs(json_path: Path | None, *, keep_onnx: Path | None = None) -> None:
     """Output paths checked before any work; with ``--json -`` the JSON is standard output,
     so the human-readable table goes to stderr instead."""
